@@ -1,0 +1,127 @@
+"""Command line: `python -m service [serve]`, `python -m service migrate [...]`.
+
+`serve` is what `make run` runs: without DATABASE_URL it starts the embedded PostgreSQL,
+applies pending migrations, serves with uvicorn (uvloop, httptools, WORKERS processes),
+and on Ctrl-C or SIGTERM stops serving first and the embedded PostgreSQL last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from service import migrations
+from service.embedded import EmbeddedPostgres
+from service.observability import configure_logging
+from service.pagination import cursor_key
+from service.settings import Settings, SettingsError, from_env
+
+logger = logging.getLogger("service")
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL to use: DATABASE_URL, or the embedded server, stopped on exit."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.postgres_dir)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived; raised once uvicorn has finished serving."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    # uvicorn drains its requests on SIGTERM/SIGINT and then re-raises the signal with the
+    # handlers found at start: these turn it into an exception, so that the embedded
+    # PostgreSQL is stopped on the way out instead of the process dying with it running.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with database(settings) as database_url:
+        if settings.should_migrate_on_start:
+            applied = migrations.apply(database_url)
+            logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
+        # Made before the workers start, so that they all share one key.
+        cursor_key(settings.cursor_secret, settings.data_dir)
+        # Workers build their settings from the environment (`app_from_env`).
+        os.environ["DATABASE_URL"] = database_url
+        uvicorn.run(
+            "service.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+
+
+def migrate(settings: Settings, arguments: argparse.Namespace) -> None:
+    with database(settings) as database_url:
+        if arguments.list:
+            for migration_id, applied in migrations.status(database_url):
+                print(f"{'applied' if applied else 'pending'}  {migration_id}")
+        elif arguments.rollback is not None:
+            steps = None if arguments.rollback == "all" else int(arguments.rollback)
+            rolled_back = migrations.rollback(database_url, steps)
+            print("rolled back:", ", ".join(rolled_back) or "nothing")
+        else:
+            print("applied:", ", ".join(migrations.apply(database_url)) or "nothing pending")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    migrate_parser = commands.add_parser("migrate", help="apply pending migrations")
+    migrate_parser.add_argument(
+        "--rollback",
+        nargs="?",
+        const="1",
+        metavar="N",
+        help="roll back the last N applied migrations (default 1, or 'all')",
+    )
+    migrate_parser.add_argument("--list", action="store_true", help="list applied and pending")
+    arguments = parser.parse_args(argv)
+    if (
+        arguments.command == "migrate"
+        and arguments.rollback not in (None, "all")
+        and not (arguments.rollback.isdigit() and int(arguments.rollback) > 0)
+    ):
+        parser.error("--rollback takes a positive number or 'all'")
+    try:
+        settings = from_env()
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if arguments.command == "migrate":
+        migrate(settings, arguments)
+        return 0
+    try:
+        serve(settings)
+    except Stopped as stopped:
+        logger.info("stopped by %s", stopped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The app factory: one place that puts routes, plugins, dependencies and lifecycle together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.prometheus import PrometheusController
+
+from service import database, observability
+from service.errors import problem_details_plugin
+from service.health import HealthController
+from service.pagination import CursorCodec, cursor_key
+from service.posts.controller import PostController, list_user_posts
+from service.settings import Settings, SettingsError, from_env
+from service.users.controller import UserController
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The service on the database at `settings.database_url` (which must be set: the
+    command line starts the embedded database first and passes its URL here)."""
+    if settings.database_url is None:
+        raise SettingsError(
+            "create_app needs DATABASE_URL; `python -m service serve` starts "
+            "the embedded database and sets it"
+        )
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def pool_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        app.state.pool = await database.open_pool(settings, database_url)
+        observability.POOLS.pools.add(app.state.pool)
+        try:
+            yield
+        finally:
+            observability.POOLS.pools.discard(app.state.pool)
+            await app.state.pool.close()
+
+    codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
+    return Litestar(
+        route_handlers=[
+            UserController,
+            PostController,
+            list_user_posts,
+            HealthController,
+            PrometheusController,
+        ],
+        dependencies={
+            "connection": Provide(database.provide_connection),
+            "cursors": Provide(lambda: codec, use_cache=True, sync_to_thread=False),
+        },
+        lifespan=[pool_lifespan],
+        state=State({"settings": settings}),
+        plugins=[problem_details_plugin()],
+        middleware=[observability.prometheus_config().middleware],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Posts service",
+            version="1.0.0",
+            description="Users and their posts, as JSON. The contract is API.md.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for the ASGI server: `uvicorn --factory service.app:app_from_env`."""
+    settings = from_env()
+    observability.configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,62 @@
+"""The asyncpg pool, how handlers get a connection, and the SQL files they run.
+
+The pool opens in the app's lifespan and lives on `app.state.pool`; handlers receive one
+connection per request through `provide_connection`, acquired with a bounded wait so a
+dead or exhausted database answers 503 instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from litestar.datastructures import State
+
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+if TYPE_CHECKING:
+    Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = PoolConnectionProxy
+    Pool = asyncpg.Pool
+
+
+def load_queries(resource: str) -> dict[str, str]:
+    """Every statement in `sql/<resource>/`, by file name without `.sql`; read once."""
+    return {path.stem: path.read_text() for path in sorted((SQL_DIR / resource).glob("*.sql"))}
+
+
+async def open_pool(settings: Settings, dsn: str) -> Pool:
+    """Open the pool; when the database is down, open it empty and let it connect later."""
+
+    async def create(min_size: int) -> Pool:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=settings.db_pool_max,
+            server_settings={
+                "application_name": "posts-service",
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+            },
+        )
+
+    try:
+        return await create(settings.db_pool_min)
+    except (OSError, asyncpg.PostgresError) as error:
+        logger.warning("database not reachable at start (%s); serving 503 until it is", error)
+        return await create(0)
+
+
+async def provide_connection(state: State) -> AsyncGenerator[Connection, None]:
+    pool: Pool = state.pool
+    async with pool.acquire(timeout=state.settings.db_acquire_timeout) as connection:
+        yield connection

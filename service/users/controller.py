@@ -1,0 +1,101 @@
+"""HTTP routes of /users: thin handlers over `queries`, rules shared in `service.resources`."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from service import resources
+from service.database import Connection
+from service.errors import problem_responses
+from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
+from service.users import queries
+from service.users.models import User, UserCreate, UserPage, UserPatch
+from service.validation import StrictBody, query_text
+
+
+class UserController(Controller):
+    path = "/users"
+    tags = ["users"]
+
+    @post(
+        "/",
+        operation_id="createUser",
+        dto=StrictBody[UserCreate],
+        return_dto=None,
+        responses=problem_responses(400, 409, 413),
+    )
+    async def create_user(
+        self, data: JSONBody[UserCreate], connection: NamedDependency[Connection]
+    ) -> Response[User]:
+        stored = await queries.create_user(connection, data)
+        return resources.with_etag(stored, status_code=201, location=f"/users/{stored.resource.id}")
+
+    @get("/", operation_id="listUsers", responses=problem_responses(400))
+    async def list_users(
+        self,
+        connection: NamedDependency[Connection],
+        cursors: NamedDependency[CursorCodec],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        email: Annotated[
+            str | None, QueryParameter(description="Exact email, ignoring case and whitespace.")
+        ] = None,
+    ) -> UserPage:
+        after_id = 0 if cursor is None else cursors.decode("users", cursor)
+        if email is not None:
+            email = query_text("email", email, max_length=320).lower()
+        rows = await queries.list_users(connection, after_id=after_id, count=limit + 1, email=email)
+        items, last_id = split_page(rows, limit, lambda user: user.id)
+        next_cursor = None if last_id is None else cursors.encode("users", last_id)
+        return UserPage(items=list(items), next_cursor=next_cursor)
+
+    @get("/{user_id:int}", operation_id="getUser", responses=problem_responses(404))
+    async def get_user(
+        self,
+        user_id: FromPath[int],
+        connection: NamedDependency[Connection],
+        if_none_match: resources.IfNoneMatch,
+    ) -> Response[User]:
+        stored = await queries.get_user(connection, resources.require_id(user_id))
+        return resources.conditional_get(stored, if_none_match)
+
+    @patch(
+        "/{user_id:int}",
+        operation_id="patchUser",
+        dto=StrictBody[UserPatch],
+        return_dto=None,
+        responses=problem_responses(400, 404, 409, 412, 413),
+    )
+    async def patch_user(
+        self,
+        user_id: FromPath[int],
+        data: JSONBody[UserPatch],
+        connection: NamedDependency[Connection],
+        if_match: resources.IfMatch,
+    ) -> Response[User]:
+        user_id = resources.require_id(user_id)
+        return await resources.patch(
+            data.changes(),
+            if_match,
+            read=partial(queries.get_user, connection, user_id),
+            update=partial(queries.update_user, connection, user_id),
+        )
+
+    @delete("/{user_id:int}", operation_id="deleteUser", responses=problem_responses(404, 412))
+    async def delete_user(
+        self,
+        user_id: FromPath[int],
+        connection: NamedDependency[Connection],
+        if_match: resources.IfMatch,
+    ) -> None:
+        user_id = resources.require_id(user_id)
+        await resources.delete(
+            if_match,
+            read=partial(queries.get_user, connection, user_id),
+            remove=partial(queries.delete_user, connection, user_id),
+        )

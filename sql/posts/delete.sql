@@ -1,0 +1,6 @@
+-- Delete a post when its version is one of $2, or whatever its version when $2 is NULL
+-- (no If-Match). No row back: absent or version mismatch.
+-- $1 id, $2 acceptable versions or NULL
+DELETE FROM posts
+WHERE id = $1 AND ($2::integer[] IS NULL OR version = ANY ($2::integer[]))
+RETURNING id

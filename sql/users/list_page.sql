@@ -1,0 +1,7 @@
+-- A page of users in ascending id, after the keyset bound.
+-- $1 last id of the previous page (0 for the first page), $2 rows to fetch
+SELECT id, email, name, created_at, updated_at, version
+FROM users
+WHERE id > $1
+ORDER BY id
+LIMIT $2

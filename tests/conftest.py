@@ -1,0 +1,116 @@
+"""One real PostgreSQL per test session, the real app over ASGI, and a connection to look
+at the rows.
+
+Without TEST_DATABASE_URL the session starts the embedded PostgreSQL in a temporary folder;
+with it, it uses that server. Either way the suite works in a database of its own, made at
+the start and dropped at the end, with every migration applied once. Tests isolate
+themselves by the rows they create (unique emails, their own authors), never by wiping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from service import migrations
+from service.app import create_app
+from service.embedded import EmbeddedPostgres
+from service.settings import Settings
+from tests.helpers import database_url_for, fresh_database_name
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL of a PostgreSQL server the suite may create databases on."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "postgres")
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def make_database(server_url: str) -> AsyncIterator[object]:
+    """Creates empty databases on the server on demand, and drops them all at the end."""
+    admin = await asyncpg.connect(server_url)
+    made: list[str] = []
+
+    async def make() -> str:
+        name = fresh_database_name()
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return database_url_for(server_url, name)
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(make_database) -> str:  # type: ignore[no-untyped-def]
+    url: str = await make_database()
+    migrations.apply(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=str(tmp_path_factory.mktemp("data")),
+        db_pool_min=1,
+        db_pool_max=8,
+    )
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to check what the service wrote."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def email() -> str:
+    """An email no other test uses."""
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@pytest.fixture
+async def user(client: AsyncTestClient, email: str) -> dict:  # type: ignore[type-arg]
+    response = await client.post("/users", json={"email": email, "name": "Ada Lovelace"})
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def post(client: AsyncTestClient, user: dict) -> dict:  # type: ignore[type-arg]
+    response = await client.post(
+        "/posts", json={"author_id": user["id"], "title": "Hello", "body": "First words."}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
