@@ -38,3 +38,6 @@ migrate: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Seeding, load tests and benchmarks (issue 3) live beside their scripts.
+-include loadtests/loadtest.mk
