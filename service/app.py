@@ -19,6 +19,7 @@ from service.pagination import CursorCodec, cursor_key
 from service.posts.controller import PostController, list_user_posts
 from service.settings import Settings, SettingsError, from_env
 from service.users.controller import UserController
+from service.validation import ClosedStructSchemaPlugin
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -58,9 +59,11 @@ def create_app(settings: Settings) -> Litestar:
         },
         lifespan=[pool_lifespan],
         state=State({"settings": settings}),
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         middleware=[observability.prometheus_config().middleware],
         request_max_body_size=MAX_BODY_BYTES,
+        # Logging is configured once by the process (observability), not per app.
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="Posts service",
             version="1.0.0",

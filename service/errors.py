@@ -24,6 +24,7 @@ from litestar.plugins.problem_details import (
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "1"
+INVALID_FIELDS = "The request has invalid fields"
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -118,11 +119,12 @@ def _from_validation_exception(exc: ValidationException) -> ProblemDetailsExcept
     ]
     if not errors:
         errors = [FieldError(field="body", message=str(exc.detail))]
-    return problem(400, str(exc.detail), errors=errors)
+    # Not Litestar's detail: it repeats the query string, which is the caller's input.
+    return problem(400, INVALID_FIELDS, errors=errors)
 
 
 def _from_invalid_input(exc: InvalidInput) -> ProblemDetailsException:
-    return problem(400, "The request has invalid fields", errors=exc.errors)
+    return problem(400, INVALID_FIELDS, errors=exc.errors)
 
 
 # SQLSTATE of errors the service expects, by the constraint (or None: any constraint).

@@ -10,7 +10,6 @@ themselves by the rows they create (unique emails, their own authors), never by 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from service import migrations
 from service.app import create_app
 from service.embedded import EmbeddedPostgres
 from service.settings import Settings
-from tests.helpers import database_url_for, fresh_database_name
+from tests.helpers import database_url_for, fresh_database_name, unique_email
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +91,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def email() -> str:
     """An email no other test uses."""
-    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+    return unique_email()
 
 
 @pytest.fixture

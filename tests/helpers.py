@@ -10,6 +10,10 @@ import asyncpg
 import httpx
 
 
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
 def fresh_database_name() -> str:
     return f"service_test_{uuid.uuid4().hex[:10]}"
 
