@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# The same steps as `make install` and `make run`, in a slim two-stage image.
+# Build:   docker build -t posts-service .
+# Run:     docker run -p 8000:8000 -e DATABASE_URL=postgresql://user:pass@db:5432/app posts-service
+# Migrate: docker run --rm -e DATABASE_URL=... posts-service python -m service migrate
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY service/ service/
+# Editable, as `make install` does: the service reads sql/ and migrations/ beside service/.
+RUN /opt/venv/bin/pip install -e .
+
+FROM python:3.11-slim AS runtime
+RUN useradd --create-home --uid 10001 service \
+    && mkdir -p /data && chown service:service /data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /app /app
+COPY sql/ sql/
+COPY migrations/ migrations/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    DATA_DIR=/data
+# Embedded PostgreSQL data (when no DATABASE_URL is given) and the cursor key live here.
+VOLUME ["/data"]
+USER service
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health/live\", timeout=2)"]
+CMD ["python", "-m", "service", "serve"]
