@@ -10,7 +10,9 @@ themselves by the rows they create (unique emails, their own authors), never by 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -24,17 +26,36 @@ from service.settings import Settings
 from tests.helpers import database_url_for, fresh_database_name, unique_email
 
 
+@contextmanager
+def postgres_folder() -> Iterator[Path]:
+    """A folder for an embedded PostgreSQL's data, removed afterwards.
+
+    Not under pytest's tmp_path: the server runs as another user when the suite runs as
+    root, and each new pytest session resets the permissions of pytest's temporary root,
+    which would lock a server of a concurrent session out of its own data.
+    """
+    with tempfile.TemporaryDirectory(prefix="posts-service-test-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    with postgres_folder() as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server the suite may create databases on."""
     if url := os.environ.get("TEST_DATABASE_URL"):
         yield url
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "postgres")
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
+    with postgres_folder() as folder:
+        embedded = EmbeddedPostgres(folder / "postgres")
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
 
 
 @pytest.fixture(scope="session")

@@ -54,18 +54,18 @@ def running_service(data_dir: Path) -> Iterator[httpx.Client]:
             process.wait()
 
 
-def test_data_survives_a_restart_and_sigterm_stops_postgres_too(tmp_path):
-    with running_service(tmp_path) as client:
+def test_data_survives_a_restart_and_sigterm_stops_postgres_too(data_dir):
+    with running_service(data_dir) as client:
         user = client.post("/users", json={"email": "durable@example.com", "name": "Durable"})
         assert user.status_code == 201
         post = client.post(
             "/posts", json={"author_id": user.json()["id"], "title": "Kept", "body": "safe"}
         )
         assert post.status_code == 201
-    assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "PostgreSQL kept running"
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "PostgreSQL kept running"
 
-    with running_service(tmp_path) as client:
+    with running_service(data_dir) as client:
         assert client.get(user.headers["location"]).json() == user.json()
         assert client.get(post.headers["location"]).json() == post.json()
         assert client.get("/health/ready").json() == {"status": "ready"}
-    assert not (tmp_path / "postgres" / "postmaster.pid").exists()
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
