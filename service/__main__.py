@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from service import migrations
 from service.embedded import EmbeddedPostgres
-from service.observability import configure_logging
+from service.observability import configure_logging, multiprocess_directory
 from service.pagination import cursor_key
 from service.settings import Settings, SettingsError, from_env
 
@@ -61,6 +61,9 @@ def serve(settings: Settings) -> None:
         cursor_key(settings.cursor_secret, settings.data_dir)
         # Workers build their settings from the environment (`app_from_env`).
         os.environ["DATABASE_URL"] = database_url
+        if settings.workers > 1:
+            # Read by prometheus-client when each worker imports it: metrics of all workers.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_directory(settings.data_dir)
         uvicorn.run(
             "service.app:app_from_env",
             factory=True,
@@ -70,7 +73,10 @@ def serve(settings: Settings) -> None:
             loop="uvloop",
             http="httptools",
             log_level=settings.log_level.lower(),
+            # Our logging (JSON by default) and our request log, not uvicorn's.
+            log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_timeout,
         )
 
 
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if arguments.command == "migrate":
         migrate(settings, arguments)
         return 0

@@ -10,7 +10,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.plugins.prometheus import PrometheusController
 
 from service import database, observability
 from service.errors import problem_details_plugin
@@ -37,21 +36,20 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def pool_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         app.state.pool = await database.open_pool(settings, database_url)
-        observability.POOLS.pools.add(app.state.pool)
         try:
-            yield
+            async with observability.pool_sampler(app.state.pool):
+                yield
         finally:
-            observability.POOLS.pools.discard(app.state.pool)
             await app.state.pool.close()
 
     codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             UserController,
             PostController,
             list_user_posts,
             HealthController,
-            PrometheusController,
+            observability.MetricsController,
         ],
         dependencies={
             "connection": Provide(database.provide_connection),
@@ -72,10 +70,13 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[JsonRenderPlugin()],
         ),
     )
+    # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
+    app.asgi_handler = observability.RequestLog(app.asgi_handler)
+    return app
 
 
 def app_from_env() -> Litestar:
     """Factory for the ASGI server: `uvicorn --factory service.app:app_from_env`."""
     settings = from_env()
-    observability.configure_logging(settings.log_level)
+    observability.configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -8,6 +8,7 @@ dead or exhausted database answers 503 instead of hanging.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -16,6 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from litestar.datastructures import State
 
+from service.observability import POOL_ACQUIRE_SECONDS
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,20 @@ async def open_pool(settings: Settings, dsn: str) -> Pool:
         return await create(0)
 
 
+# The connection itself failed: the server went away, restarted or cannot be reached.
+CONNECTION_LOST = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
+
+
 async def provide_connection(state: State) -> AsyncGenerator[Connection, None]:
+    """One pooled connection for the request, waited for at most `DB_ACQUIRE_TIMEOUT`."""
     pool: Pool = state.pool
+    started = time.perf_counter()
     async with pool.acquire(timeout=state.settings.db_acquire_timeout) as connection:
-        yield connection
+        POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
+        try:
+            yield connection
+        except CONNECTION_LOST:
+            # Its idle siblings are likely dead too (server restart): replace them all on
+            # their next use, so that recovery costs one failed request, not one per slot.
+            await pool.expire_connections()
+            raise

