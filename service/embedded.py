@@ -33,6 +33,8 @@ class EmbeddedPostgres:
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.directory, cleanup_mode=None)
+        # The wheel caches one handle per folder: a cached one may name a stopped server.
+        self._server.ensure_postgres_running()
         uri: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready in %s", self.directory)
         return uri

@@ -58,10 +58,11 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def email(value: str) -> str:
-    value = text("email", value, min_length=3, max_length=320, trim=True)
+    # Lower-cased before the length check: lower() can lengthen a string ('İ' becomes 2).
+    value = text("email", value.lower(), min_length=3, max_length=320, trim=True)
     if _EMAIL.fullmatch(value) is None:
         raise InvalidField("email", "must be one '@' with text on both sides and no whitespace")
-    return value.lower()
+    return value
 
 
 _AT_PATH = re.compile(r"^(?P<message>.*) - at `\$\.(?P<field>[^`.\[]+)[^`]*`$")
@@ -91,8 +92,9 @@ def decode(body: bytes, type_: type[T]) -> T:
         return msgspec.json.decode(body, type=type_, strict=True)
     except msgspec.ValidationError as error:
         raise InvalidInput([field_error(error)]) from None
-    except msgspec.DecodeError:
-        raise InvalidInput([FieldError("body", "is not valid JSON")]) from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec reports invalid UTF-8 inside a string as a UnicodeDecodeError.
+        raise InvalidInput([FieldError("body", "is not valid JSON in UTF-8")]) from None
 
 
 class StrictBody(AbstractDTO[T], Generic[T]):

@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from service import migrations
-from service.app import create_app
 from service.embedded import EmbeddedPostgres
 from service.settings import Settings
-from tests.helpers import database_url_for, fresh_database_name, unique_email
+from tests.helpers import app_client, database_url_for, fresh_database_name, unique_email
 
 
 @contextmanager
@@ -96,8 +95,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings) as test_client:
         yield test_client
 
 
@@ -116,14 +115,14 @@ def email() -> str:
 
 
 @pytest.fixture
-async def user(client: AsyncTestClient, email: str) -> dict:  # type: ignore[type-arg]
+async def user(client: httpx.AsyncClient, email: str) -> dict:  # type: ignore[type-arg]
     response = await client.post("/users", json={"email": email, "name": "Ada Lovelace"})
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-async def post(client: AsyncTestClient, user: dict) -> dict:  # type: ignore[type-arg]
+async def post(client: httpx.AsyncClient, user: dict) -> dict:  # type: ignore[type-arg]
     response = await client.post(
         "/posts", json={"author_id": user["id"], "title": "Hello", "body": "First words."}
     )

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+
+from service.app import create_app
+from service.settings import Settings
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app built by `create_app`, its lifespan run, served over ASGI to an httpx client.
+
+    In the test's own event loop (not Litestar's AsyncTestClient, which runs the app on a
+    portal thread and serialises requests): requests sent together really run together.
+    """
+    app = create_app(settings)
+    started, stopping = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        # One task enters and leaves the lifespan: its task groups require it, and
+        # pytest-asyncio may tear a session fixture down from another task.
+        async with app.lifespan():
+            started.set()
+            await stopping.wait()
+
+    running = asyncio.create_task(lifespan())
+    await asyncio.wait(
+        [running, asyncio.create_task(started.wait())], return_when="FIRST_COMPLETED"
+    )
+    if running.done():
+        running.result()  # start-up failed: raise its error
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+    finally:
+        stopping.set()
+        await running
 
 
 def unique_email() -> str:

@@ -19,6 +19,8 @@ from tests.helpers import assert_problem, count_rows
         b'"a string"',
         b'{"email": "a@b.c", "name": "x"} trailing',
         b"\xff\xfe",
+        b'{"email": "\xff@example.com", "name": "x"}',
+        b'{"email": "a@example.com", "name": "\xed\xa0\x80"}',
         b'{"email": "a@b.c", "name": "\\ud800"}',
     ],
 )

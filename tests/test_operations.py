@@ -6,11 +6,9 @@ import re
 from pathlib import Path
 
 import msgspec
-from litestar.testing import AsyncTestClient
 
 from service import migrations
-from service.app import create_app
-from tests.helpers import assert_problem
+from tests.helpers import app_client, assert_problem
 
 
 async def test_live_touches_no_database_and_ready_checks_it(client):
@@ -24,7 +22,7 @@ async def test_live_touches_no_database_and_ready_checks_it(client):
 async def test_ready_is_503_while_migrations_are_pending(make_database, settings):
     url = await make_database()
     pending_settings = msgspec.structs.replace(settings, database_url=url)
-    async with AsyncTestClient(app=create_app(pending_settings)) as pending_client:
+    async with app_client(pending_settings) as pending_client:
         none_applied = await pending_client.get("/health/ready")
         assert_problem(none_applied, 503)
         assert none_applied.headers["retry-after"]
@@ -44,7 +42,7 @@ async def test_unreachable_database_is_503_with_retry_after_and_live_stays_200(s
     down = msgspec.structs.replace(
         settings, database_url="postgresql://postgres@127.0.0.1:1/none", db_pool_min=0
     )
-    async with AsyncTestClient(app=create_app(down)) as down_client:
+    async with app_client(down) as down_client:
         assert (await down_client.get("/health/live")).status_code == 200
         for response in (
             await down_client.get("/health/ready"),

@@ -56,6 +56,7 @@ async def test_taken_email_is_409_whatever_its_case_and_nothing_is_written(clien
         ({"email": "ada@", "name": "A"}, "email"),
         ({"email": "a da@example.com", "name": "A"}, "email"),
         ({"email": "a" * 310 + "@example.com", "name": "A"}, "email"),  # 322 characters
+        ({"email": "a@" + "\u0130" * 200, "name": "A"}, "email"),  # 202, but 402 lower-cased
         ({"email": "x@example.com", "name": "   "}, "name"),
         ({"email": "x@example.com", "name": "n" * 101}, "name"),
         ({"email": "x@example.com", "name": "Nul\u0000Name"}, "name"),
