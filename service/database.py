@@ -37,6 +37,16 @@ def load_queries(resource: str) -> dict[str, str]:
     return {path.stem: path.read_text() for path in sorted((SQL_DIR / resource).glob("*.sql"))}
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset query.
+
+    The default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) is a
+    round trip on every release, for session state this service never creates: no
+    advisory locks, cursors, LISTEN or SET. asyncpg still rolls back a transaction left
+    open (and the pool closes a broken connection) before calling this.
+    """
+
+
 async def open_pool(settings: Settings, dsn: str) -> Pool:
     """Open the pool; when the database is down, open it empty and let it connect later."""
 
@@ -45,6 +55,7 @@ async def open_pool(settings: Settings, dsn: str) -> Pool:
             dsn,
             min_size=min_size,
             max_size=settings.db_pool_max,
+            reset=_keep_session,
             server_settings={
                 "application_name": "posts-service",
                 "statement_timeout": str(settings.db_statement_timeout_ms),

@@ -1,0 +1,105 @@
+"""Each request costs one round trip to PostgreSQL: counted in the server's statement log.
+
+No pool housekeeping (asyncpg's reset query), no existence check before a write, no read
+before an update. Runs on an embedded PostgreSQL of its own, whose log it can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from service import migrations
+from service.embedded import EmbeddedPostgres
+from tests.conftest import postgres_folder
+from tests.helpers import app_client
+
+
+def _statements_since(log: Path, offset: int) -> list[str]:
+    with log.open(encoding="utf-8", errors="replace") as file:
+        file.seek(offset)
+        lines = file.read().splitlines()
+    # log_line_prefix is the application name: only the service's own sessions count.
+    return [
+        line
+        for line in lines
+        if line.startswith("posts-service|") and ("execute" in line or "statement:" in line)
+    ]
+
+
+@pytest.fixture
+async def logged(settings):
+    with postgres_folder() as folder:
+        embedded = EmbeddedPostgres(folder / "postgres")
+        url = embedded.start()
+        try:
+            migrations.apply(url)
+            admin = await asyncpg.connect(url)
+            await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+            await admin.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
+            await admin.execute("SELECT pg_reload_conf()")
+            await admin.close()
+            one_connection = msgspec.structs.replace(
+                settings, database_url=url, db_pool_min=1, db_pool_max=1
+            )
+            async with app_client(one_connection) as client:
+                yield client, folder / "postgres" / "log"
+        finally:
+            embedded.stop()
+
+
+async def test_every_endpoint_is_one_round_trip(logged):
+    client, log = logged
+    user = (await client.post("/users", json={"email": "r@example.com", "name": "R"})).json()
+    post = (
+        await client.post("/posts", json={"author_id": user["id"], "title": "t", "body": "b"})
+    ).json()
+    created: list[int] = []
+
+    async def create_post() -> httpx.Response:
+        response = await client.post(
+            "/posts", json={"author_id": user["id"], "title": "t", "body": "b"}
+        )
+        created.append(response.json()["id"])
+        return response
+
+    async def delete_post() -> httpx.Response:
+        return await client.delete(f"/posts/{created.pop()}")
+
+    requests: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
+        "GET /posts/{id}": lambda: client.get(f"/posts/{post['id']}"),
+        "GET /users/{id}": lambda: client.get(f"/users/{user['id']}"),
+        "GET /users/{id}/posts": lambda: client.get(f"/users/{user['id']}/posts"),
+        "GET /posts": lambda: client.get("/posts", params={"limit": 10}),
+        "GET /posts?author_id&published": lambda: client.get(
+            "/posts", params={"author_id": user["id"], "published": "false"}
+        ),
+        "GET /users": lambda: client.get("/users"),
+        "POST /posts": create_post,
+        "PATCH /posts/{id}": lambda: client.patch(f"/posts/{post['id']}", json={"title": "u"}),
+        "PATCH /users/{id} If-Match": lambda: client.patch(
+            f"/users/{user['id']}", json={"name": "N"}, headers={"If-Match": "*"}
+        ),
+        "DELETE /posts/{id}": delete_post,
+        "GET /health/ready": lambda: client.get("/health/ready"),
+    }
+    counts = {}
+    for name, request in requests.items():
+        if name == "DELETE /posts/{id}":
+            for _ in range(3):
+                await create_post()
+        for _ in range(2):  # warm up: asyncpg prepares each statement once per connection
+            assert (await request()).status_code < 300
+        await asyncio.sleep(0.05)
+        offset = log.stat().st_size
+        assert (await request()).status_code < 300
+        await asyncio.sleep(0.2)  # the server writes its log asynchronously to us
+        counts[name] = len(_statements_since(log, offset))
+
+    assert counts == dict.fromkeys(requests, 1)
