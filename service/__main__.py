@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service import migrations
+from service import auth, migrations
 from service.embedded import EmbeddedPostgres
 from service.observability import configure_logging, multiprocess_directory
 from service.pagination import cursor_key
@@ -53,6 +53,9 @@ def serve(settings: Settings) -> None:
     # PostgreSQL is stopped on the way out instead of the process dying with it running.
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settings = auth.settle(settings)
+    if settings.auth_disabled:
+        os.environ["AUTH_DISABLED"] = "1"  # for the workers, which read the environment
     with database(settings) as database_url:
         if settings.should_migrate_on_start:
             applied = migrations.apply(database_url)
@@ -93,6 +96,17 @@ def migrate(settings: Settings, arguments: argparse.Namespace) -> None:
             print("applied:", ", ".join(migrations.apply(database_url)) or "nothing pending")
 
 
+def print_new_token(name: str, scopes: list[str]) -> int:
+    try:
+        token, line = auth.new_token(name, scopes)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"token (give it to the caller; it is not stored anywhere): {token}")
+    print(f"line for API_TOKENS_FILE or API_TOKENS: {line}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
     commands = parser.add_subparsers(dest="command")
@@ -106,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         help="roll back the last N applied migrations (default 1, or 'all')",
     )
     migrate_parser.add_argument("--list", action="store_true", help="list applied and pending")
+    token_parser = commands.add_parser("token", help="make a service token")
+    token_commands = token_parser.add_subparsers(dest="token_command", required=True)
+    new_parser = token_commands.add_parser("new", help="print a new token and its config line")
+    new_parser.add_argument("name", help="who the token is for, one word (e.g. billing)")
+    new_parser.add_argument("--scopes", default="read", help="read, write or read,write")
     arguments = parser.parse_args(argv)
     if (
         arguments.command == "migrate"
@@ -113,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         and not (arguments.rollback.isdigit() and int(arguments.rollback) > 0)
     ):
         parser.error("--rollback takes a positive number or 'all'")
+    if arguments.command == "token":
+        return print_new_token(arguments.name, arguments.scopes.split(","))
     try:
         settings = from_env()
     except SettingsError as error:
@@ -126,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
     except Stopped as stopped:
         logger.info("stopped by %s", stopped)
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,8 +10,9 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
-from service import database, observability
+from service import auth, database, observability
 from service.errors import problem_details_plugin
 from service.health import HealthController
 from service.pagination import CursorCodec, cursor_key
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.pool.close()
 
     codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
+    guards = auth.guards(settings)
     app = Litestar(
         route_handlers=[
             UserController,
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> Litestar:
             "cursors": Provide(lambda: codec, use_cache=True, sync_to_thread=False),
         },
         lifespan=[pool_lifespan],
+        guards=guards,
         state=State({"settings": settings}),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         middleware=[observability.prometheus_config().middleware],
@@ -68,6 +71,16 @@ def create_app(settings: Settings) -> Litestar:
             description="Users and their posts, as JSON. The contract is API.md.",
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A service token; GET needs scope read, writes need write.",
+                    )
+                }
+            ),
+            security=[{"bearer": []}] if guards else None,
         ),
     )
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.

@@ -54,6 +54,8 @@ class Problem(msgspec.Struct):
 
 _MEANINGS = {
     400: "Invalid body, query or cursor; `errors` names each bad field",
+    401: "No valid bearer token (when tokens are configured)",
+    403: "The token lacks the scope: read for GET, write for POST, PATCH and DELETE",
     404: "No such resource (also an id that is not a positive 64-bit integer)",
     409: "Conflict: the email is already taken",
     412: "`If-Match` does not match the current `ETag`; nothing changed",
@@ -63,8 +65,9 @@ _MEANINGS = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the errors an operation can answer (503 is always possible)."""
+def problem_responses(*statuses: int, guarded: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors an operation can answer: these, 503, and for a
+    guarded operation 401 and 403."""
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -72,7 +75,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
             media_type="application/problem+json",
             generate_examples=False,
         )
-        for status in (*statuses, 503)
+        for status in (*statuses, *((401, 403) if guarded else ()), 503)
     }
 
 

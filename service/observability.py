@@ -215,6 +215,7 @@ class RequestLog:
                             "status": status,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                             "remote": client[0] if client else None,
+                            "caller": scope.get("state", {}).get("caller"),
                         }
                     },
                 )

@@ -40,6 +40,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     migrate_on_start: bool | None = None
     # Key that signs page cursors. Unset: a key kept in DATA_DIR (see README).
     cursor_secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    # Service tokens: lines `name scopes sha256-hex`, in a file or in the variable itself.
+    api_tokens_file: str | None = None
+    api_tokens: str | None = None
+    # Serve without tokens. Needed, explicitly, to run open on DATABASE_URL.
+    auth_disabled: bool = False
+    metrics_public: bool = True
+    schema_public: bool = True
+    # Idempotency keys are remembered this long.
+    idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 24
 
     def __post_init__(self) -> None:
         if self.db_pool_min > self.db_pool_max:

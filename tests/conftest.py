@@ -91,6 +91,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         data_dir=str(tmp_path_factory.mktemp("data")),
         db_pool_min=1,
         db_pool_max=8,
+        auth_disabled=True,  # tests of authentication build their own settings
     )
 
 
