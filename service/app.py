@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service import auth, database, observability
+from service import auth, database, idempotency, observability
 from service.errors import problem_details_plugin
 from service.health import HealthController
 from service.pagination import CursorCodec, cursor_key
@@ -38,7 +38,10 @@ def create_app(settings: Settings) -> Litestar:
     async def pool_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         app.state.pool = await database.open_pool(settings, database_url)
         try:
-            async with observability.pool_sampler(app.state.pool):
+            async with (
+                observability.pool_sampler(app.state.pool),
+                idempotency.cleanup(app.state.pool, settings.idempotency_ttl_hours),
+            ):
                 yield
         finally:
             await app.state.pool.close()

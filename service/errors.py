@@ -60,7 +60,7 @@ _MEANINGS = {
     409: "Conflict: the email is already taken",
     412: "`If-Match` does not match the current `ETag`; nothing changed",
     413: "The body is larger than 1 MiB",
-    422: "`author_id` names no user",
+    422: "`author_id` names no user, or the Idempotency-Key was used with another body",
     503: "The database is unavailable; retry after `Retry-After` seconds",
 }
 

@@ -16,6 +16,8 @@ from service.embedded import EmbeddedPostgres
 from tests.conftest import postgres_folder
 from tests.helpers import app_client, assert_problem
 
+ALL = sorted(migrations.migration_ids())
+
 
 async def test_postgres_stopped_under_the_service_then_started_again(settings):
     with postgres_folder() as folder:
@@ -112,9 +114,7 @@ async def test_two_concurrent_migrations_apply_each_step_once(make_database, rep
     outputs = [(await asyncio.wait_for(run.communicate(), timeout=60))[0].decode() for run in runs]
 
     assert [run.returncode for run in runs] == [0, 0]
-    assert sorted(outputs) == sorted(
-        ["applied: 0001.create-users, 0002.create-posts\n", "applied: nothing pending\n"]
-    )
+    assert sorted(outputs) == sorted([f"applied: {', '.join(ALL)}\n", "applied: nothing pending\n"])
     connection = await asyncpg.connect(url)
     try:
         applies = await connection.fetch(
@@ -123,7 +123,7 @@ async def test_two_concurrent_migrations_apply_each_step_once(make_database, rep
         )
     finally:
         await connection.close()
-    assert {row[0]: row[1] for row in applies} == {"0001.create-users": 1, "0002.create-posts": 1}
+    assert {row[0]: row[1] for row in applies} == dict.fromkeys(ALL, 1)
 
 
 async def test_migrate_command_lists_applies_and_rolls_back(make_database, repo_root):
@@ -140,11 +140,13 @@ async def test_migrate_command_lists_applies_and_rolls_back(make_database, repo_
             check=False,
         )
 
-    assert migrate("--list").stdout == "pending  0001.create-users\npending  0002.create-posts\n"
-    assert migrate().stdout == "applied: 0001.create-users, 0002.create-posts\n"
-    assert migrate("--rollback").stdout == "rolled back: 0002.create-posts\n"
-    assert migrate("--list").stdout == "applied  0001.create-users\npending  0002.create-posts\n"
-    assert migrate("--rollback", "all").stdout == "rolled back: 0001.create-users\n"
+    assert migrate("--list").stdout == "".join(f"pending  {step}\n" for step in ALL)
+    assert migrate().stdout == f"applied: {', '.join(ALL)}\n"
+    assert migrate("--rollback").stdout == f"rolled back: {ALL[-1]}\n"
+    assert migrate("--list").stdout == "".join(
+        f"{'pending' if step == ALL[-1] else 'applied'}  {step}\n" for step in ALL
+    )
+    assert migrate("--rollback", "all").stdout == f"rolled back: {', '.join(ALL[-2::-1])}\n"
     refused = migrate("--rollback", "zero")
     assert refused.returncode == 2
     assert "--rollback takes a positive number or 'all'" in refused.stderr

@@ -31,7 +31,8 @@ async def test_ready_is_503_while_migrations_are_pending(make_database, settings
         migrations.apply(url)
         migrations.rollback(url, 1)
         one_pending = await pending_client.get("/health/ready")
-        assert "0002.create-posts" in assert_problem(one_pending, 503)["detail"]
+        newest = max(migrations.migration_ids())
+        assert newest in assert_problem(one_pending, 503)["detail"]
 
         migrations.apply(url)
         assert (await pending_client.get("/health/ready")).status_code == 200

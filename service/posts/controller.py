@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service import resources
+from service import idempotency, resources
 from service.database import Connection
 from service.errors import problem_responses
+from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
@@ -78,10 +79,19 @@ class PostController(Controller):
         responses=problem_responses(400, 413, 422),
     )
     async def create_post(
-        self, data: JSONBody[PostCreate], connection: NamedDependency[Connection]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[PostCreate],
+        connection: NamedDependency[Connection],
+        idempotency_key: IdempotencyKey,
     ) -> Response[Post]:
-        stored = await queries.create_post(connection, data)
-        return resources.with_etag(stored, status_code=201, location=f"/posts/{stored.resource.id}")
+        async def create() -> Response[Post]:
+            stored = await queries.create_post(connection, data)
+            return resources.with_etag(
+                stored, status_code=201, location=f"/posts/{stored.resource.id}"
+            )
+
+        return await idempotency.once(connection, request, idempotency_key, data, create)
 
     @get("/", operation_id="listPosts", responses=problem_responses(400))
     async def list_posts(

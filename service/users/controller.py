@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service import resources
+from service import idempotency, resources
 from service.database import Connection
 from service.errors import problem_responses
+from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.users import queries
 from service.users.models import User, UserCreate, UserPage, UserPatch
@@ -27,13 +28,22 @@ class UserController(Controller):
         operation_id="createUser",
         dto=StrictBody[UserCreate],
         return_dto=None,
-        responses=problem_responses(400, 409, 413),
+        responses=problem_responses(400, 409, 413, 422),
     )
     async def create_user(
-        self, data: JSONBody[UserCreate], connection: NamedDependency[Connection]
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[UserCreate],
+        connection: NamedDependency[Connection],
+        idempotency_key: IdempotencyKey,
     ) -> Response[User]:
-        stored = await queries.create_user(connection, data)
-        return resources.with_etag(stored, status_code=201, location=f"/users/{stored.resource.id}")
+        async def create() -> Response[User]:
+            stored = await queries.create_user(connection, data)
+            return resources.with_etag(
+                stored, status_code=201, location=f"/users/{stored.resource.id}"
+            )
+
+        return await idempotency.once(connection, request, idempotency_key, data, create)
 
     @get("/", operation_id="listUsers", responses=problem_responses(400))
     async def list_users(
