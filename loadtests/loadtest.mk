@@ -1,0 +1,36 @@
+# Seeding, load tests and benchmarks (issue 3): `make seed`, `make loadtest`, `make bench`.
+# Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
+# environment variables, described in loadtests/README.md.
+
+LOADTEST_STAMP := $(VENV)/.loadtest-stamp
+# apt-get needs root; elsewhere sudo asks for it.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: seed loadtest bench loadtest-install wrk-install
+
+# Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
+$(LOADTEST_STAMP): loadtests/requirements.txt | install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r loadtests/requirements.txt
+	touch $@
+
+loadtest-install: install $(LOADTEST_STAMP)
+
+wrk-install:
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "wrk not found: installing the Debian package"; \
+		$(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }; \
+	}
+
+## Empty and fill DATABASE_URL, or the embedded database in DATA_DIR (default .data), with
+## 10,000 users and 200,000 posts times SEED_SCALE (default 1).
+seed: install
+	$(BIN)/python -m loadtests.seed
+
+## Seed .data/loadtest, serve it on 127.0.0.1:8100, run Locust for LOADTEST_SECONDS (30)
+## with LOADTEST_USERS (32); fails when a p95 exceeds LOADTEST_P95_MS (50) or a request fails.
+loadtest: loadtest-install
+	BIN=$(BIN) bash loadtests/run_loadtest.sh
+
+## wrk against the service and the bare ASGI baseline, interleaved rounds, one table.
+bench: loadtest-install wrk-install
+	$(BIN)/python -m loadtests.bench

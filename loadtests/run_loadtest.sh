@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# `make loadtest`: seed a database of the load test's own, serve it on 127.0.0.1, run
+# Locust headless against it, and stop the service whatever happens (trap). The exit code
+# is Locust's: non-zero when the gate in locustfile.py failed (p95 or a failed request).
+#
+# Knobs (environment): LOADTEST_SECONDS (30), LOADTEST_USERS (32), LOADTEST_SPAWN_RATE
+# (users per second, default all in one second), LOADTEST_P95_MS (50), LOADTEST_WAIT_MS (0),
+# LOADTEST_CLASSES (ReadHeavyMix), LOADTEST_PORT (8100), LOADTEST_DATA_DIR (.data/loadtest),
+# SEED_SCALE (1), LOADTEST_DATABASE_URL (a server to use instead of the embedded one: the
+# seed empties its users and posts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+REPORTS=loadtests/reports
+ADDRESS=127.0.0.1 # the only target: load goes to this machine, never elsewhere
+PORT=${LOADTEST_PORT:-8100}
+USERS=${LOADTEST_USERS:-32}
+SPAWN_RATE=${LOADTEST_SPAWN_RATE:-$USERS}
+RUN_SECONDS=${LOADTEST_SECONDS:-30}
+CLASSES=${LOADTEST_CLASSES:-ReadHeavyMix}
+READY_TIMEOUT_SECONDS=60
+STOP_TIMEOUT_SECONDS=30
+
+# The load test owns its data: never the DATABASE_URL of the caller's environment, since
+# seeding empties the tables first.
+export DATA_DIR=${LOADTEST_DATA_DIR:-.data/loadtest}
+export DATABASE_URL=${LOADTEST_DATABASE_URL:-}
+mkdir -p "$REPORTS"
+service_log="$REPORTS/service.log"
+service_pid=""
+locust_pid=""
+
+stop_all() {
+    if [[ -n "$locust_pid" ]] && kill -0 "$locust_pid" 2>/dev/null; then
+        kill -TERM "$locust_pid" 2>/dev/null || true # Locust writes its reports and exits
+        wait "$locust_pid" 2>/dev/null || true
+    fi
+    if [[ -n "$service_pid" ]] && kill -0 "$service_pid" 2>/dev/null; then
+        # SIGTERM: uvicorn drains, then the service stops its embedded PostgreSQL.
+        kill -TERM "$service_pid"
+        for _ in $(seq $((STOP_TIMEOUT_SECONDS * 10))); do
+            kill -0 "$service_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$service_pid" 2>/dev/null; then
+            echo "the service did not stop within ${STOP_TIMEOUT_SECONDS} s: killing it" >&2
+            kill -KILL "$service_pid" 2>/dev/null || true
+        fi
+        wait "$service_pid" 2>/dev/null || true
+    fi
+    service_pid=""
+    # A service that was killed, or died, leaves its embedded PostgreSQL running.
+    if [[ -z "$DATABASE_URL" ]]; then
+        "$BIN/python" -m loadtests.embedded stop "$DATA_DIR" >/dev/null || true
+    fi
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "== seeding $DATA_DIR"
+"$BIN/python" -m loadtests.seed
+
+echo "== starting the service on $ADDRESS:$PORT (log: $service_log)"
+HOST=$ADDRESS PORT=$PORT LOG_LEVEL=WARNING "$BIN/python" -m service serve >"$service_log" 2>&1 &
+service_pid=$!
+
+deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
+until curl -fsS -o /dev/null --max-time 2 "http://$ADDRESS:$PORT/health/ready" 2>/dev/null; do
+    if ! kill -0 "$service_pid" 2>/dev/null; then
+        echo "the service exited before it was ready:" >&2
+        tail -n 40 "$service_log" >&2
+        exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+        echo "the service was not ready within ${READY_TIMEOUT_SECONDS} s:" >&2
+        tail -n 40 "$service_log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+
+echo "== locust: $USERS users ($CLASSES) for ${RUN_SECONDS} s"
+# In the background and waited for, so that a signal to this script is handled at once
+# (bash runs traps only between commands); `timeout`: a hung Locust cannot hold the run
+# past its time and a margin.
+# shellcheck disable=SC2086 # CLASSES is a list of class names
+timeout --signal=TERM --kill-after=30 $((RUN_SECONDS + 120)) \
+    "$BIN/locust" -f loadtests/locustfile.py --headless --only-summary \
+    --host "http://$ADDRESS:$PORT" --users "$USERS" --spawn-rate "$SPAWN_RATE" \
+    --run-time "${RUN_SECONDS}s" --stop-timeout 5 \
+    --csv "$REPORTS/locust" --html "$REPORTS/locust.html" $CLASSES &
+locust_pid=$!
+status=0
+wait "$locust_pid" || status=$?
+locust_pid=""
+echo "reports: $REPORTS/locust_stats.csv, $REPORTS/locust.html; service log: $service_log"
+if [[ -s "$service_log" ]]; then
+    echo "== service log (warnings and errors):"
+    tail -n 20 "$service_log"
+fi
+exit "$status"
