@@ -22,6 +22,7 @@ BENCH_BASELINE_PORT (8102). Exit code 0 when every round ran, whatever the figur
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -51,6 +52,8 @@ REPORTS = Path(__file__).resolve().parent / "reports"
 ADDRESS = "127.0.0.1"  # the only target: load goes to this machine, never elsewhere
 # Signs the cursors of both servers, so that the baseline accepts the service's cursors.
 CURSOR_SECRET = "bench-cursor-secret-not-for-production"
+# The service runs as in production: with a token required (the baseline ignores it).
+BENCH_TOKEN = "bench-token-not-for-production"
 
 SCENARIOS = ("get_post", "user_posts", "list_deep", "create_post", "patch_post", "mixed")
 WARM_UP_SECONDS = 3
@@ -143,7 +146,8 @@ class Server:
 
 
 def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as answer:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as answer:
         return json.load(answer)
 
 
@@ -155,7 +159,9 @@ def _server_environment(database_url: str, data_dir: Path, port: int) -> dict[st
         HOST=ADDRESS,
         PORT=str(port),
         WORKERS="1",
-        LOG_LEVEL="WARNING",
+        # The default production configuration: request logs (INFO) and metrics on.
+        LOG_LEVEL="INFO",
+        API_TOKENS=f"bench read,write {hashlib.sha256(BENCH_TOKEN.encode()).hexdigest()}",
         MIGRATE_ON_START="false",  # the bench migrated before seeding
         CURSOR_SECRET=CURSOR_SECRET,
     )
@@ -348,6 +354,7 @@ def bench(config: Config) -> int:
         wrk_env = dict(
             os.environ,
             BENCH_MAX_USER_ID=str(max_user_id),
+            BENCH_TOKEN=BENCH_TOKEN,
             BENCH_MAX_POST_ID=str(max_post_id),
             BENCH_DEEP_CURSORS=",".join(cursors),
         )

@@ -63,7 +63,8 @@ echo "== seeding $DATA_DIR"
 "$BIN/python" -m loadtests.seed
 
 echo "== starting the service on $ADDRESS:$PORT (log: $service_log)"
-HOST=$ADDRESS PORT=$PORT LOG_LEVEL=WARNING "$BIN/python" -m service serve >"$service_log" 2>&1 &
+# LOG_LEVEL=INFO: request logs on, as in production (they go to the service log).
+HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO "$BIN/python" -m service serve >"$service_log" 2>&1 &
 service_pid=$!
 
 deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
@@ -96,8 +97,8 @@ status=0
 wait "$locust_pid" || status=$?
 locust_pid=""
 echo "reports: $REPORTS/locust_stats.csv, $REPORTS/locust.html; service log: $service_log"
-if [[ -s "$service_log" ]]; then
+if grep -q '"level":"\(WARNING\|ERROR\|CRITICAL\)"' "$service_log"; then
     echo "== service log (warnings and errors):"
-    tail -n 20 "$service_log"
+    grep '"level":"\(WARNING\|ERROR\|CRITICAL\)"' "$service_log" | tail -n 20
 fi
 exit "$status"

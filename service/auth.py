@@ -104,7 +104,10 @@ class Authenticator:
                 found = token
         return found
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    ) -> None:
+        # async: Litestar runs a sync guard in a worker thread, on every request.
         if connection.scope["path"].startswith(self.open_prefixes):
             return
         token = self.identify(connection.headers.get("authorization"))

@@ -12,6 +12,8 @@ max_user_id = tonumber(os.getenv("BENCH_MAX_USER_ID") or "") or 10000
 max_post_id = tonumber(os.getenv("BENCH_MAX_POST_ID") or "") or 200000
 
 wrk.headers["Content-Type"] = "application/json"
+-- The service requires a token, as in production; the baseline ignores it.
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")
 
 local threads_set_up = 0
 
