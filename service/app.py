@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = await database.open_pool(settings, database_url)
         try:
             async with (
+                observability.flushing_logs(),
                 observability.pool_sampler(app.state.pool),
                 idempotency.cleanup(app.state.pool, settings.idempotency_ttl_hours),
             ):
@@ -64,7 +65,6 @@ def create_app(settings: Settings) -> Litestar:
         guards=guards,
         state=State({"settings": settings}),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
-        middleware=[observability.prometheus_config().middleware],
         request_max_body_size=MAX_BODY_BYTES,
         # Logging is configured once by the process (observability), not per app.
         logging_config=None,
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
     )
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
-    app.asgi_handler = observability.RequestLog(app.asgi_handler)
+    app.asgi_handler = observability.RequestObserver(app.asgi_handler)
     return app
 
 

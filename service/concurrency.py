@@ -8,6 +8,7 @@ checks it (`WHERE id = $1 AND version = ANY($2)`): no read-then-write race.
 
 from __future__ import annotations
 
+import re
 from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -28,11 +29,17 @@ def _tags(header: str) -> list[str]:
     return [tag.strip() for tag in header.split(",") if tag.strip()]
 
 
+_OUR_TAG = re.compile(r'"([1-9][0-9]{0,9})"')
+"""Exactly the tags we issue: ASCII digits, no leading zero (tags compare character by
+character, so `"01"` is not `"1"`), within PostgreSQL's integer."""
+
+
 def _version(tag: str) -> int | None:
     """The version a strong tag of ours names, or None for any other tag."""
-    if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or not tag[1:-1].isdigit():
+    match = _OUR_TAG.fullmatch(tag)
+    if match is None:
         return None
-    version = int(tag[1:-1])
+    version = int(match[1])
     return version if version < 2**31 else None
 
 

@@ -7,6 +7,7 @@ dead or exhausted database answers 503 instead of hanging.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -77,12 +78,16 @@ async def provide_connection(state: State) -> AsyncGenerator[Connection, None]:
     """One pooled connection for the request, waited for at most `DB_ACQUIRE_TIMEOUT`."""
     pool: Pool = state.pool
     started = time.perf_counter()
-    async with pool.acquire(timeout=state.settings.db_acquire_timeout) as connection:
-        POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
-        try:
-            yield connection
-        except CONNECTION_LOST:
-            # Its idle siblings are likely dead too (server restart): replace them all on
-            # their next use, so that recovery costs one failed request, not one per slot.
-            await pool.expire_connections()
-            raise
+    # asyncio.timeout rather than acquire(timeout=…), which starts a task per request.
+    async with asyncio.timeout(state.settings.db_acquire_timeout):
+        connection = await pool.acquire()
+    POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
+    try:
+        yield connection
+    except CONNECTION_LOST:
+        # Its idle siblings are likely dead too (server restart): replace them all on
+        # their next use, so that recovery costs one failed request, not one per slot.
+        await pool.expire_connections()
+        raise
+    finally:
+        await pool.release(connection)

@@ -79,6 +79,15 @@ def problem_responses(*statuses: int, guarded: bool = True) -> dict[int, Respons
     }
 
 
+NOT_MODIFIED = {
+    304: ResponseSpec(
+        data_container=None,
+        description="`If-None-Match` matches the current `ETag`: no body",
+        generate_examples=False,
+    )
+}
+
+
 def problem(
     status: int,
     detail: str,

@@ -1,19 +1,21 @@
 """Metrics and logs: what an operator reads to know what the service is doing.
 
-Metrics: request counts, latencies and requests in flight come from Litestar's Prometheus
-middleware, labelled by route template (never the raw path: unbounded series). The pool
-is sampled every second into gauges, and the wait for a connection is a histogram. With
+Metrics: request counts, latencies and requests in flight are kept by `RequestObserver`,
+labelled by route template (never the raw path: unbounded series); `/metrics` is
+Litestar's Prometheus controller. The pool is sampled every second into gauges, and the
+wait for a connection is a histogram. With
 several workers, `PROMETHEUS_MULTIPROC_DIR` (set by `python -m service serve`) makes
 every figure cover all of them.
 
 Logs: one JSON object a line (or plain text with `LOG_FORMAT=text`), each carrying the
-request id of the request it belongs to. `RequestLog` writes one line per request.
+request id of the request it belongs to. `RequestObserver` writes one line per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import io
 import logging
 import os
 import re
@@ -27,11 +29,12 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import Request
+from litestar import Response, get
+from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Fine below 10 ms, where this service's answers are, to read a p95 from the histogram.
 LATENCY_BUCKETS: list[str | float] = [
@@ -42,14 +45,28 @@ LATENCY_BUCKETS: list[str | float] = [
 LogFormat = Literal["json", "text"]
 
 
-def prometheus_config() -> PrometheusConfig:
-    return PrometheusConfig(
-        app_name="posts-service",
-        prefix="service",
-        group_path=True,
-        buckets=LATENCY_BUCKETS,
-        exclude=["^/metrics$"],
-    )
+REQUESTS = Counter(
+    "service_requests", "Requests answered, by route template", ["method", "path", "status_code"]
+)
+REQUEST_SECONDS = Histogram(
+    "service_request_duration_seconds",
+    "Time from the request's arrival to the end of its answer, by route template",
+    ["method", "path", "status_code"],
+    buckets=LATENCY_BUCKETS,
+)
+SERVER_ERRORS = Counter(
+    "service_requests_error",
+    "Answers with a status of 500 or more",
+    ["method", "path", "status_code"],
+)
+IN_FLIGHT = Gauge(
+    "service_requests_in_progress",
+    "Requests being answered now",
+    ["method"],
+    multiprocess_mode="livesum",
+)
+UNMATCHED = "unmatched"
+"""The route label of requests that matched no route (404, 405): never the raw path."""
 
 
 POOL_SIZE = Gauge(
@@ -100,14 +117,14 @@ async def pool_sampler(pool: asyncpg.Pool) -> AsyncIterator[None]:
         task.cancel()
 
 
-async def _sample_at_scrape(request: Request[Any, Any, Any]) -> None:
-    sample_pool(request.app.state.pool)
-
-
 class MetricsController(PrometheusController):
-    """`/metrics`, with the answering worker's pool sampled at the moment of the scrape."""
+    """`/metrics` in Prometheus text, with this worker's pool sampled at the scrape."""
 
-    before_request = staticmethod(_sample_at_scrape)
+    @get(media_type="text/plain", operation_id="metrics", tags=["operations"])
+    async def get(self, state: State) -> Response[bytes]:
+        sample_pool(state.pool)
+        response: Response[bytes] = await PrometheusController.get.fn(self)
+        return response
 
 
 # --- logs -------------------------------------------------------------------------------
@@ -154,9 +171,64 @@ class _TextFormatter(logging.Formatter):
         return line
 
 
+class _BufferedStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr through a 64 KiB buffer instead of one write(2) per line.
+
+    A request log line costs a system call otherwise, a good part of a request's time.
+    The buffer is written when full, at once for WARNING and above, every
+    `LOG_FLUSH_SECONDS` by the app (`flushing_logs`), and when logging shuts down at exit.
+    """
+
+    def __init__(self) -> None:
+        raw = io.FileIO(os.dup(sys.stderr.fileno()), "w")
+        super().__init__(io.TextIOWrapper(io.BufferedWriter(raw, 65536), encoding="utf-8"))
+
+    def flush(self) -> None:
+        """No-op: StreamHandler calls it after every record; `write_out` flushes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self.write_out()
+
+    def write_out(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.write_out()
+        super().close()
+
+
+LOG_FLUSH_SECONDS = 0.5
+
+
+def write_out_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _BufferedStderr):
+            handler.write_out()
+
+
+@asynccontextmanager
+async def flushing_logs() -> AsyncIterator[None]:
+    """Write buffered log lines out every half second while the app runs, and at its end."""
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            write_out_logs()
+
+    task = asyncio.create_task(flush_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        write_out_logs()
+
+
 def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     """Every log line of the process, ours and the libraries', through one handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _BufferedStderr()
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -164,23 +236,52 @@ def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # RequestLog writes the one line per request; uvicorn's access lines would repeat it.
+    # RequestObserver writes the one line per request; uvicorn's access lines would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
 
 
 request_logger = logging.getLogger("service.requests")
 
 
-class RequestLog:
-    """ASGI middleware around the whole app: request id in and out, one log line a request.
+class _RouteMetrics:
+    """The labelled children of one (method, route, status), looked up once and kept:
+    prometheus-client's `labels()` takes a lock and builds a tuple on every call."""
 
-    It wraps Litestar's handler (not a route), so unrouted requests (404, 405) are logged
-    too. It logs the method, route template, status, duration and client address: never
-    bodies, query strings or headers, which can carry emails or tokens.
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = (
+                REQUESTS.labels(*labels),
+                REQUEST_SECONDS.labels(*labels),
+                SERVER_ERRORS.labels(*labels) if status >= 500 else None,
+            )
+            self._children[key] = children
+        count, duration, errors = children
+        count.inc()
+        duration.observe(seconds)
+        if errors is not None:
+            errors.inc()
+
+
+class RequestObserver:
+    """ASGI middleware around the whole app: request id, metrics and one log line a request.
+
+    It wraps Litestar's handler (not a route), so unrouted requests (404, 405) count too,
+    and reads the route template Litestar leaves in the scope: metrics and logs name
+    `/users/{user_id}`, never the raw path. It logs the method, route, status, duration,
+    client address and caller (a token's name): never bodies, query strings or headers,
+    which can carry emails or tokens.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.metrics = _RouteMetrics()
+        self.in_flight = {method: IN_FLIGHT.labels(method) for method in _METHODS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -193,6 +294,8 @@ class RequestLog:
         started = time.perf_counter()
         status = 500
         encoded_id = current.encode()
+        method = scope["method"]
+        in_flight = self.in_flight.get(method) or IN_FLIGHT.labels("other")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -201,25 +304,33 @@ class RequestLog:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", encoded_id)]
             await send(message)
 
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            in_flight.dec()
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template", UNMATCHED)
+            self.metrics.observe(method, route, status, seconds)
             if request_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 request_logger.info(
                     "request",
                     extra={
                         "fields": {
-                            "method": scope["method"],
-                            "route": scope.get("path_template", "unmatched"),
+                            "method": method,
+                            "route": route,
                             "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "duration_ms": round(seconds * 1000, 3),
                             "remote": client[0] if client else None,
                             "caller": scope.get("state", {}).get("caller"),
                         }
                     },
                 )
             request_id.reset(token)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
 from service.database import Connection
-from service.errors import problem_responses
+from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.posts import queries
@@ -108,7 +108,11 @@ class PostController(Controller):
             connection, cursors, limit, cursor, author_id=author_id, published=published
         )
 
-    @get("/{post_id:int}", operation_id="getPost", responses=problem_responses(404))
+    @get(
+        "/{post_id:int}",
+        operation_id="getPost",
+        responses=problem_responses(404) | NOT_MODIFIED,
+    )
     async def get_post(
         self,
         post_id: FromPath[int],

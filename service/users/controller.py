@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
 from service.database import Connection
-from service.errors import problem_responses
+from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.users import queries
@@ -64,7 +64,11 @@ class UserController(Controller):
         next_cursor = None if last_id is None else cursors.encode("users", last_id)
         return UserPage(items=list(items), next_cursor=next_cursor)
 
-    @get("/{user_id:int}", operation_id="getUser", responses=problem_responses(404))
+    @get(
+        "/{user_id:int}",
+        operation_id="getUser",
+        responses=problem_responses(404) | NOT_MODIFIED,
+    )
     async def get_user(
         self,
         user_id: FromPath[int],
