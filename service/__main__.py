@@ -21,6 +21,8 @@ from service.settings import Settings, SettingsError, from_env
 
 logger = logging.getLogger("service")
 
+MAX_CONNECTIONS_PER_WORKER = 1000
+
 
 class Stopped(Exception):
     """SIGTERM or SIGINT arrived; raised once uvicorn has finished serving."""
@@ -65,6 +67,10 @@ def serve(settings: Settings) -> None:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=settings.shutdown_timeout,
+            # Idle keep-alive connections close after 5 s; beyond this many open
+            # connections a worker answers 503 instead of taking more.
+            timeout_keep_alive=5,
+            limit_concurrency=MAX_CONNECTIONS_PER_WORKER,
         )
 
 

@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import auth, database, idempotency, observability
 from service.errors import problem_details_plugin
 from service.health import HealthController
+from service.limits import RequestLimits
 from service.pagination import CursorCodec, cursor_key
 from service.posts.controller import PostController, list_user_posts
 from service.settings import Settings, SettingsError, from_env
@@ -87,7 +88,7 @@ def create_app(settings: Settings) -> Litestar:
         ),
     )
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
-    app.asgi_handler = observability.RequestObserver(app.asgi_handler)
+    app.asgi_handler = observability.RequestObserver(RequestLimits(app.asgi_handler))
     return app
 
 

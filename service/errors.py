@@ -21,6 +21,8 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
+from service.limits import SlowBody
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "1"
@@ -169,6 +171,10 @@ def _from_database_error(exc: asyncpg.PostgresError) -> ProblemDetailsException:
     return problem(500, "Internal error; it has been logged")
 
 
+def _from_slow_body(exc: SlowBody) -> ProblemDetailsException:
+    return problem(408, "The request body did not arrive in time")
+
+
 def _from_connection_error(exc: Exception) -> ProblemDetailsException:
     logger.warning("database unreachable: %s", type(exc).__name__)
     return unavailable()
@@ -184,6 +190,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
         HTTPException: _from_http_exception,
         ValidationException: _from_validation_exception,
         InvalidInput: _from_invalid_input,
+        SlowBody: _from_slow_body,
         asyncpg.PostgresError: _from_database_error,
         # The pool could not reach the server, lost it mid-query, or waited too long.
         OSError: _from_connection_error,
