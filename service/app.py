@@ -49,7 +49,6 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.pool.close()
 
     codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
-    guards = auth.guards(settings)
     app = Litestar(
         route_handlers=[
             UserController,
@@ -63,7 +62,6 @@ def create_app(settings: Settings) -> Litestar:
             "cursors": Provide(lambda: codec, use_cache=True, sync_to_thread=False),
         },
         lifespan=[pool_lifespan],
-        guards=guards,
         state=State({"settings": settings}),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         request_max_body_size=MAX_BODY_BYTES,
@@ -84,11 +82,13 @@ def create_app(settings: Settings) -> Litestar:
                     )
                 }
             ),
-            security=[{"bearer": []}] if guards else None,
+            security=None if settings.auth_disabled else [{"bearer": []}],
         ),
     )
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
-    app.asgi_handler = observability.RequestObserver(RequestLimits(app.asgi_handler))
+    app.asgi_handler = observability.RequestObserver(
+        RequestLimits(auth.protect(app.asgi_handler, settings))
+    )
     return app
 
 

@@ -20,8 +20,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
-
-from service.limits import SlowBody
+from litestar.types import HTTPResponseStartEvent, Send
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +107,35 @@ def problem(
     )
 
 
+_encode = msgspec.json.Encoder().encode
+
+
+async def send_problem(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer a problem straight over ASGI, for the layers in front of Litestar (token
+    gate, limits); the same body as `problem` gives through Litestar."""
+    body = _encode(
+        {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": detail,
+        }
+    )
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or []),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def unavailable(
     detail: str = "The database is unavailable; retry shortly",
 ) -> ProblemDetailsException:
@@ -169,6 +197,10 @@ def _from_database_error(exc: asyncpg.PostgresError) -> ProblemDetailsException:
         return problem(400, "The database refused a value of this request")
     logger.error("unexpected database error SQLSTATE %s", sqlstate, exc_info=exc)
     return problem(500, "Internal error; it has been logged")
+
+
+class SlowBody(Exception):
+    """The request body did not arrive in time (`service.limits`): answered 408."""
 
 
 def _from_slow_body(exc: SlowBody) -> ProblemDetailsException:

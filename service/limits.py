@@ -10,22 +10,16 @@ and a body that trickles in too slowly (408).
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 
-import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+
+from service.errors import SlowBody, send_problem
 
 MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 BODY_TIMEOUT_SECONDS = 10.0
-
-_encode = msgspec.json.Encoder().encode
-
-
-class SlowBody(Exception):
-    """The request body did not arrive within BODY_TIMEOUT_SECONDS (answered 408)."""
 
 
 class RequestLimits:
@@ -37,14 +31,16 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if len(scope["query_string"]) > MAX_QUERY_BYTES:
-            await _refuse(send, 414, f"The query string is longer than {MAX_QUERY_BYTES} bytes")
+            await send_problem(
+                send, 414, f"The query string is longer than {MAX_QUERY_BYTES} bytes"
+            )
             return
         headers = list(scope["headers"])
         if (
             len(headers) > MAX_HEADERS
             or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES
         ):
-            await _refuse(
+            await send_problem(
                 send, 431, f"Headers over {MAX_HEADERS} or {MAX_HEADER_BYTES} bytes in all"
             )
             return
@@ -64,25 +60,3 @@ class RequestLimits:
             return message
 
         await self.app(scope, receive_in_time, send)
-
-
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    """A problem+json answer, shaped as `service.errors.problem` shapes them."""
-    body = _encode(
-        {
-            "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-        }
-    )
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -9,17 +9,21 @@ themselves by the rows they create (unique emails, their own authors), never by 
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from service import migrations
+from service import migrations, observability
 from service.embedded import EmbeddedPostgres
 from service.settings import Settings
 from tests.helpers import app_client, database_url_for, fresh_database_name, unique_email
@@ -134,3 +138,16 @@ async def post(client: httpx.AsyncClient, user: dict) -> dict:  # type: ignore[t
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The process's log lines (JSON, level INFO) written while the test runs."""
+    stream = io.StringIO()
+    observability.configure_logging("INFO", "json", stream=stream)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)
+        observability.REQUEST_LOG.handler = None

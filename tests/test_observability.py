@@ -11,23 +11,6 @@ import pytest
 from service import observability
 
 
-@pytest.fixture
-def log_lines():
-    """Every log line the process writes while the test runs, as the service formats them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(observability._JsonFormatter())
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
-
-
 async def test_a_valid_request_id_is_kept_and_returned(client):
     response = await client.get("/health/live", headers={"X-Request-ID": "caller-42.a_b"})
     assert response.headers["x-request-id"] == "caller-42.a_b"
@@ -53,6 +36,7 @@ async def test_one_json_line_per_request_with_route_status_and_duration(client, 
     await client.get("/no/such/route", headers={"X-Request-ID": "lost"})
 
     requests = [line for line in log_lines() if line["logger"] == "service.requests"]
+    assert len(requests) == 2
 
     found = next(line for line in requests if line["request_id"] == "trace-me")
     assert found["method"] == "GET"
