@@ -47,6 +47,19 @@ def data_dir() -> Iterator[Path]:
         yield folder
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[EmbeddedPostgres, str]]:
+    """An embedded PostgreSQL of the test's own, migrated: to stop, restart, reconfigure."""
+    with postgres_folder() as folder:
+        embedded = EmbeddedPostgres(folder / "postgres")
+        url = embedded.start()
+        try:
+            migrations.apply(url)
+            yield embedded, url
+        finally:
+            embedded.stop()
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server the suite may create databases on."""

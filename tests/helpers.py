@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -81,3 +83,18 @@ def assert_problem(
 async def count_rows(db: asyncpg.Connection, table: str) -> int:
     value: int = await db.fetchval(f"SELECT count(*) FROM {table}")
     return value
+
+
+def refused_start(environment: dict[str, str]) -> str:
+    """Run `python -m service serve`, which must refuse to start: its one-line complaint."""
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env={"PATH": "/usr/bin:/bin"} | environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    return result.stderr

@@ -12,54 +12,44 @@ import asyncpg
 import msgspec
 
 from service import migrations
-from service.embedded import EmbeddedPostgres
-from tests.conftest import postgres_folder
 from tests.helpers import app_client, assert_problem
 
 ALL = sorted(migrations.migration_ids())
 
 
-async def test_postgres_stopped_under_the_service_then_started_again(settings):
-    with postgres_folder() as folder:
-        embedded = EmbeddedPostgres(folder / "postgres")
-        url = embedded.start()
-        try:
-            migrations.apply(url)
-            own = msgspec.structs.replace(
-                settings, database_url=url, db_pool_min=2, db_acquire_timeout=1.0
-            )
-            async with app_client(own) as client:
-                user = await client.post("/users", json={"email": "f@example.com", "name": "F"})
-                assert user.status_code == 201
+async def test_postgres_stopped_under_the_service_then_started_again(settings, own_postgres):
+    embedded, url = own_postgres
+    own = msgspec.structs.replace(settings, database_url=url, db_pool_min=2, db_acquire_timeout=1.0)
+    async with app_client(own) as client:
+        user = await client.post("/users", json={"email": "f@example.com", "name": "F"})
+        assert user.status_code == 201
 
-                embedded.pg_ctl("-w", "-m", "immediate", "stop")
+        embedded.pg_ctl("-w", "-m", "immediate", "stop")
 
-                for method, path, body in [
-                    ("GET", user.headers["location"], None),
-                    ("GET", "/users", None),
-                    ("POST", "/users", {"email": "g@example.com", "name": "G"}),
-                    ("PATCH", user.headers["location"], {"name": "H"}),
-                    ("GET", "/posts", None),
-                    ("GET", "/health/ready", None),
-                ]:
-                    started = time.monotonic()
-                    response = await client.request(method, path, json=body)
-                    assert time.monotonic() - started < 3, f"{method} {path} hung"
-                    assert_problem(response, 503)
-                    assert response.headers["retry-after"] == "1"
-                assert (await client.get("/health/live")).status_code == 200
+        for method, path, body in [
+            ("GET", user.headers["location"], None),
+            ("GET", "/users", None),
+            ("POST", "/users", {"email": "g@example.com", "name": "G"}),
+            ("PATCH", user.headers["location"], {"name": "H"}),
+            ("GET", "/posts", None),
+            ("GET", "/health/ready", None),
+        ]:
+            started = time.monotonic()
+            response = await client.request(method, path, json=body)
+            assert time.monotonic() - started < 3, f"{method} {path} hung"
+            assert_problem(response, 503)
+            assert response.headers["retry-after"] == "1"
+        assert (await client.get("/health/live")).status_code == 200
 
-                embedded.start()
+        embedded.start()
 
-                deadline = time.monotonic() + 10
-                while (await client.get(user.headers["location"])).status_code != 200:
-                    assert time.monotonic() < deadline, "the service did not recover"
-                    await asyncio.sleep(0.2)
-                assert (await client.get("/health/ready")).status_code == 200
-                again = await client.post("/users", json={"email": "g@example.com", "name": "G"})
-                assert again.status_code == 201
-        finally:
-            embedded.stop()
+        deadline = time.monotonic() + 10
+        while (await client.get(user.headers["location"])).status_code != 200:
+            assert time.monotonic() < deadline, "the service did not recover"
+            await asyncio.sleep(0.2)
+        assert (await client.get("/health/ready")).status_code == 200
+        again = await client.post("/users", json={"email": "g@example.com", "name": "G"})
+        assert again.status_code == 201
 
 
 async def test_statement_timeout_answers_503_and_changes_nothing(settings, db, user):

@@ -15,9 +15,6 @@ import httpx
 import msgspec
 import pytest
 
-from service import migrations
-from service.embedded import EmbeddedPostgres
-from tests.conftest import postgres_folder
 from tests.helpers import app_client
 
 
@@ -34,24 +31,18 @@ def _statements_since(log: Path, offset: int) -> list[str]:
 
 
 @pytest.fixture
-async def logged(settings):
-    with postgres_folder() as folder:
-        embedded = EmbeddedPostgres(folder / "postgres")
-        url = embedded.start()
-        try:
-            migrations.apply(url)
-            admin = await asyncpg.connect(url)
-            await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
-            await admin.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
-            await admin.execute("SELECT pg_reload_conf()")
-            await admin.close()
-            one_connection = msgspec.structs.replace(
-                settings, database_url=url, db_pool_min=1, db_pool_max=1
-            )
-            async with app_client(one_connection) as client:
-                yield client, folder / "postgres" / "log"
-        finally:
-            embedded.stop()
+async def logged(settings, own_postgres):
+    embedded, url = own_postgres
+    admin = await asyncpg.connect(url)
+    await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+    await admin.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
+    await admin.execute("SELECT pg_reload_conf()")
+    await admin.close()
+    one_connection = msgspec.structs.replace(
+        settings, database_url=url, db_pool_min=1, db_pool_max=1
+    )
+    async with app_client(one_connection) as client:
+        yield client, embedded.directory / "log"
 
 
 async def test_every_endpoint_is_one_round_trip(logged):
