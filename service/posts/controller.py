@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -27,8 +28,8 @@ AuthorFilter = Annotated[
 
 
 async def _page(
-    connection: NamedDependency[Connection],
-    cursors: NamedDependency[CursorCodec],
+    connection: Connection,
+    cursors: CursorCodec,
     limit: int,
     cursor: str | None,
     *,
@@ -53,14 +54,16 @@ async def _page(
 async def list_user_posts(
     user_id: FromPath[int],
     connection: NamedDependency[Connection],
-    cursors: NamedDependency[CursorCodec],
+    state: State,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     published: Published = None,
 ) -> PostPage:
     """A page of one user's posts, newest first."""
     user_id = resources.require_id(user_id)
-    page = await _page(connection, cursors, limit, cursor, author_id=user_id, published=published)
+    page = await _page(
+        connection, state.cursors, limit, cursor, author_id=user_id, published=published
+    )
     # Rows prove the author exists (foreign key); only an empty page needs the check.
     if not page.items and not await user_exists(connection, user_id):
         raise NotFoundException()
@@ -97,7 +100,7 @@ class PostController(Controller):
     async def list_posts(
         self,
         connection: NamedDependency[Connection],
-        cursors: NamedDependency[CursorCodec],
+        state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         author_id: AuthorFilter = None,
@@ -105,7 +108,7 @@ class PostController(Controller):
     ) -> PostPage:
         """A page of posts, newest first."""
         return await _page(
-            connection, cursors, limit, cursor, author_id=author_id, published=published
+            connection, state.cursors, limit, cursor, author_id=author_id, published=published
         )
 
     @get(

@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
@@ -13,7 +14,7 @@ from service import idempotency, resources
 from service.database import Connection
 from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
-from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
+from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
 from service.users import queries
 from service.users.models import User, UserCreate, UserPage, UserPatch
 from service.validation import StrictBody, query_text
@@ -49,19 +50,19 @@ class UserController(Controller):
     async def list_users(
         self,
         connection: NamedDependency[Connection],
-        cursors: NamedDependency[CursorCodec],
+        state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         email: Annotated[
             str | None, QueryParameter(description="Exact email, ignoring case and whitespace.")
         ] = None,
     ) -> UserPage:
-        after_id = 0 if cursor is None else cursors.decode("users", cursor)
+        after_id = 0 if cursor is None else state.cursors.decode("users", cursor)
         if email is not None:
             email = query_text("email", email, max_length=320).lower()
         rows = await queries.list_users(connection, after_id=after_id, count=limit + 1, email=email)
         items, last_id = split_page(rows, limit, lambda user: user.id)
-        next_cursor = None if last_id is None else cursors.encode("users", last_id)
+        next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
         return UserPage(items=list(items), next_cursor=next_cursor)
 
     @get(
