@@ -77,8 +77,15 @@ def _wait_time() -> Callable[[Any], float]:
     return constant(0) if mean_seconds <= 0 else between(mean_seconds / 2, mean_seconds * 1.5)
 
 
+def _auth_headers() -> dict[str, str]:
+    """`Authorization` for a service that requires tokens (LOADTEST_TOKEN), else none."""
+    token = os.environ.get("LOADTEST_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _get_json(base_url: str, path: str) -> Any:
-    with urllib.request.urlopen(f"{base_url}{path}", timeout=REQUEST_TIMEOUT_SECONDS) as answer:
+    request = urllib.request.Request(f"{base_url}{path}", headers=_auth_headers())
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_SECONDS) as answer:
         return json.load(answer)
 
 
@@ -150,6 +157,7 @@ class ServiceUser(FastHttpUser):
     """A caller of the service: draws ids from the seeded data set."""
 
     abstract = True
+    default_headers = _auth_headers()
     wait_time = _wait_time()
     network_timeout = REQUEST_TIMEOUT_SECONDS
     connection_timeout = REQUEST_TIMEOUT_SECONDS

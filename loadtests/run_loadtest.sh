@@ -63,8 +63,13 @@ echo "== seeding $DATA_DIR"
 "$BIN/python" -m loadtests.seed
 
 echo "== starting the service on $ADDRESS:$PORT (log: $service_log)"
-# LOG_LEVEL=INFO: request logs on, as in production (they go to the service log).
-HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO "$BIN/python" -m service serve >"$service_log" 2>&1 &
+# As in production: request logs on (LOG_LEVEL=INFO, into the service log) and a token
+# required; the token is made for this run only.
+LOADTEST_TOKEN=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
+export LOADTEST_TOKEN
+token_digest=$(printf %s "$LOADTEST_TOKEN" | sha256sum | cut -d' ' -f1)
+API_TOKENS="loadtest read,write $token_digest" \
+    HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO "$BIN/python" -m service serve >"$service_log" 2>&1 &
 service_pid=$!
 
 deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
