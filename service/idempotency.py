@@ -15,11 +15,10 @@ background and never waits for a row a request holds.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import asyncpg
@@ -28,6 +27,7 @@ from litestar import Request, Response
 from litestar.params import HeaderParameter
 
 from service.auth import CALLER_STATE_KEY
+from service.background import every
 from service.database import Connection, Pool, load_queries
 from service.errors import FieldError, InvalidInput, problem
 
@@ -157,21 +157,14 @@ async def forget_expired(pool: Pool, ttl_hours: int) -> int:
             return forgotten
 
 
-@asynccontextmanager
-async def cleanup(pool: Pool, ttl_hours: int) -> AsyncIterator[None]:
+def cleanup(pool: Pool, ttl_hours: int) -> AbstractAsyncContextManager[None]:
     """Forget expired keys now and every ten minutes while the app runs."""
 
-    async def forget_forever() -> None:
-        while True:
-            try:
-                if forgotten := await forget_expired(pool, ttl_hours):
-                    logger.info("forgot %d expired idempotency keys", forgotten)
-            except (OSError, asyncpg.PostgresError) as error:
-                logger.warning("idempotency clean-up failed, will retry: %s", type(error).__name__)
-            await asyncio.sleep(CLEANUP_INTERVAL_SECONDS)
+    async def forget() -> None:
+        try:
+            if forgotten := await forget_expired(pool, ttl_hours):
+                logger.info("forgot %d expired idempotency keys", forgotten)
+        except (OSError, asyncpg.PostgresError) as error:
+            logger.warning("idempotency clean-up failed, will retry: %s", type(error).__name__)
 
-    task = asyncio.create_task(forget_forever())
-    try:
-        yield
-    finally:
-        task.cancel()
+    return every(CLEANUP_INTERVAL_SECONDS, forget)

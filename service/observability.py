@@ -13,7 +13,6 @@ request id of the request it belongs to. `RequestObserver` writes one line per r
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import io
 import logging
@@ -23,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -36,6 +35,7 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.background import every
 from service.http import header
 
 # Fine below 10 ms, where this service's answers are, to read a p95 from the histogram.
@@ -99,24 +99,17 @@ def sample_pool(pool: asyncpg.Pool) -> None:
     POOL_MAX.set(pool.get_max_size())
 
 
-@asynccontextmanager
-async def pool_sampler(pool: asyncpg.Pool) -> AsyncIterator[None]:
+def pool_sampler(pool: asyncpg.Pool) -> AbstractAsyncContextManager[None]:
     """Sample the pool into its gauges every second while the app runs.
 
     Sampled rather than computed at scrape time, so that with several workers each one's
     figures land in the shared multiprocess files.
     """
 
-    async def sample_forever() -> None:
-        while True:
-            sample_pool(pool)
-            await asyncio.sleep(POOL_SAMPLE_SECONDS)
+    async def sample() -> None:
+        sample_pool(pool)
 
-    task = asyncio.create_task(sample_forever())
-    try:
-        yield
-    finally:
-        task.cancel()
+    return every(POOL_SAMPLE_SECONDS, sample)
 
 
 class MetricsController(PrometheusController):
@@ -239,17 +232,12 @@ def write_out_logs() -> None:
 async def flushing_logs() -> AsyncIterator[None]:
     """Write buffered log lines out every half second while the app runs, and at its end."""
 
-    async def flush_forever() -> None:
-        while True:
-            await asyncio.sleep(LOG_FLUSH_SECONDS)
-            write_out_logs()
-
-    task = asyncio.create_task(flush_forever())
-    try:
-        yield
-    finally:
-        task.cancel()
+    async def write_out() -> None:
         write_out_logs()
+
+    async with every(LOG_FLUSH_SECONDS, write_out):
+        yield
+    write_out_logs()
 
 
 def configure_logging(
