@@ -37,25 +37,8 @@ fi
 
 # -- the service -----------------------------------------------------------------------------
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/posts-service-fuzz.XXXXXX")"
-service_pid=""
-
-stop_service() {
-    [[ -n "$service_pid" ]] || return 0
-    if kill -0 "$service_pid" 2>/dev/null; then
-        kill -TERM "$service_pid" 2>/dev/null || true
-        # SIGTERM drains requests, closes the pool and stops the embedded PostgreSQL.
-        for _ in $(seq 60); do
-            kill -0 "$service_pid" 2>/dev/null || break
-            sleep 0.5
-        done
-        if kill -0 "$service_pid" 2>/dev/null; then
-            echo "!! the service did not stop within 30 s of SIGTERM; killing it" >&2
-            kill -KILL "$service_pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$service_pid" 2>/dev/null || true
-    service_pid=""
-}
+# shellcheck source=loadtests/service.sh
+source loadtests/service.sh
 
 cleanup() {
     local status=$?
@@ -85,24 +68,11 @@ base="http://127.0.0.1:$port"
 token="$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
 token_line="fuzz read,write $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
 
-start_service() {  # a name for its data folder
+start_fresh_service() {  # a name for its data folder
     local data="$workdir/$1"
     echo "== starting the service on $base (embedded PostgreSQL in $data)"
     DATA_DIR="$data" HOST=127.0.0.1 PORT="$port" LOG_LEVEL=WARNING WORKERS=1 \
-        API_TOKENS="$token_line" \
-        "$BIN/python" -m service serve >>"$workdir/service.log" 2>&1 &
-    service_pid=$!
-    for _ in $(seq 120); do  # 60 s at most
-        if ! kill -0 "$service_pid" 2>/dev/null; then
-            echo "!! the service exited before it was ready" >&2
-            exit 1
-        fi
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/health/ready" || true)"
-        [[ "$code" == 200 ]] && return 0
-        sleep 0.5
-    done
-    echo "!! $base/health/ready did not answer 200 within 60 s" >&2
-    exit 1
+        API_TOKENS="$token_line" start_service "$workdir/service.log" "$base"
 }
 
 # -- the fuzzer ------------------------------------------------------------------------------
@@ -180,14 +150,14 @@ schemathesis_run() {  # a pass's name, its time bound in seconds, then schemathe
 started=$SECONDS
 failed=()
 # Pass 1: every operation, all phases (examples, coverage, fuzzing, stateful).
-start_service all-operations
+start_fresh_service all-operations
 schemathesis_run all-operations 120 || failed+=(all-operations)
 stop_service
 
 # Pass 2: conditional reads. Generated `If-None-Match` values practically never equal an
 # ETag, so pass 1 never sees a 304; here every request sends `If-None-Match: *`, which
 # matches any existing user or post (RFC 9110): the reads, and the writes that make ids.
-start_service conditional-reads
+start_fresh_service conditional-reads
 schemathesis_run conditional-reads 60 \
     --include-operation-id getUser --include-operation-id getPost \
     --include-operation-id createUser --include-operation-id createPost \

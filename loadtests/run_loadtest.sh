@@ -19,7 +19,6 @@ USERS=${LOADTEST_USERS:-32}
 SPAWN_RATE=${LOADTEST_SPAWN_RATE:-$USERS}
 RUN_SECONDS=${LOADTEST_SECONDS:-30}
 CLASSES=${LOADTEST_CLASSES:-ReadHeavyMix}
-READY_TIMEOUT_SECONDS=60
 STOP_TIMEOUT_SECONDS=30
 
 # The load test owns its data: never the DATABASE_URL of the caller's environment, since
@@ -28,28 +27,16 @@ export DATA_DIR=${LOADTEST_DATA_DIR:-.data/loadtest}
 export DATABASE_URL=${LOADTEST_DATABASE_URL:-}
 mkdir -p "$REPORTS"
 service_log="$REPORTS/service.log"
-service_pid=""
 locust_pid=""
+# shellcheck source=loadtests/service.sh
+source loadtests/service.sh
 
 stop_all() {
     if [[ -n "$locust_pid" ]] && kill -0 "$locust_pid" 2>/dev/null; then
         kill -TERM "$locust_pid" 2>/dev/null || true # Locust writes its reports and exits
         wait "$locust_pid" 2>/dev/null || true
     fi
-    if [[ -n "$service_pid" ]] && kill -0 "$service_pid" 2>/dev/null; then
-        # SIGTERM: uvicorn drains, then the service stops its embedded PostgreSQL.
-        kill -TERM "$service_pid"
-        for _ in $(seq $((STOP_TIMEOUT_SECONDS * 10))); do
-            kill -0 "$service_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$service_pid" 2>/dev/null; then
-            echo "the service did not stop within ${STOP_TIMEOUT_SECONDS} s: killing it" >&2
-            kill -KILL "$service_pid" 2>/dev/null || true
-        fi
-        wait "$service_pid" 2>/dev/null || true
-    fi
-    service_pid=""
+    stop_service "$STOP_TIMEOUT_SECONDS"
     # A service that was killed, or died, leaves its embedded PostgreSQL running.
     if [[ -z "$DATABASE_URL" ]]; then
         "$BIN/python" -m loadtests.embedded stop "$DATA_DIR" >/dev/null || true
@@ -68,24 +55,9 @@ echo "== starting the service on $ADDRESS:$PORT (log: $service_log)"
 LOADTEST_TOKEN=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
 export LOADTEST_TOKEN
 token_digest=$(printf %s "$LOADTEST_TOKEN" | sha256sum | cut -d' ' -f1)
-API_TOKENS="loadtest read,write $token_digest" \
-    HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO "$BIN/python" -m service serve >"$service_log" 2>&1 &
-service_pid=$!
-
-deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
-until curl -fsS -o /dev/null --max-time 2 "http://$ADDRESS:$PORT/health/ready" 2>/dev/null; do
-    if ! kill -0 "$service_pid" 2>/dev/null; then
-        echo "the service exited before it was ready:" >&2
-        tail -n 40 "$service_log" >&2
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "the service was not ready within ${READY_TIMEOUT_SECONDS} s:" >&2
-        tail -n 40 "$service_log" >&2
-        exit 1
-    fi
-    sleep 0.2
-done
+: >"$service_log"
+API_TOKENS="loadtest read,write $token_digest" HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO \
+    start_service "$service_log" "http://$ADDRESS:$PORT"
 
 echo "== locust: $USERS users ($CLASSES) for ${RUN_SECONDS} s"
 # In the background and waited for, so that a signal to this script is handled at once
