@@ -115,14 +115,7 @@ async def send_problem(
 ) -> None:
     """Answer a problem straight over ASGI, for the layers in front of Litestar (token
     gate, limits); the same body as `problem` gives through Litestar."""
-    body = _encode(
-        {
-            "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-        }
-    )
+    body = _encode(Problem("about:blank", HTTPStatus(status).phrase, status, detail))
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
