@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The same steps as `make install` and `make run`, in a slim two-stage image.
 # Build:   docker build -t posts-service .
-# Run:     docker run -p 8000:8000 -e DATABASE_URL=postgresql://user:pass@db:5432/app posts-service
+# Run:     docker run -p 8000:8000 -e DATABASE_URL=postgresql://user:pass@db:5432/app \
+#              -e API_TOKENS_FILE=/run/secrets/tokens -e CURSOR_SECRET=... posts-service
 # Migrate: docker run --rm -e DATABASE_URL=... posts-service python -m service migrate
 
 FROM python:3.11-slim AS build
