@@ -77,7 +77,16 @@ async def test_exhausted_pool_answers_503_fast_instead_of_queueing(settings, db,
             holder = asyncio.create_task(
                 client.patch(f"/users/{user['id']}", json={"name": "Held"})
             )
-            await asyncio.sleep(0.2)
+            # Wait until its UPDATE really waits on the lock, holding the only connection
+            # (at start-up the key clean-up also borrows it for a moment).
+            deadline = time.monotonic() + 10
+            while not await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND query LIKE 'UPDATE%'"
+            ):
+                assert time.monotonic() < deadline, "the PATCH never reached its UPDATE"
+                await asyncio.sleep(0.01)
             started = time.monotonic()
             response = await client.get(f"/users/{user['id']}")
             assert time.monotonic() - started < 1.5
