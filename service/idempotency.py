@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 SQL = load_queries("idempotency")
 CLEANUP_INTERVAL_SECONDS = 600
 CLEANUP_BATCH = 1000
+CLEANUP_LOCK_TIMEOUT = "100ms"
 
 IdempotencyKey = Annotated[
     str | None,
@@ -147,10 +148,17 @@ async def _recall(
 
 
 async def forget_expired(pool: Pool, ttl_hours: int) -> int:
-    """Delete expired keys in small batches; return how many."""
+    """Delete expired keys in small batches; return how many.
+
+    Each batch may wait at most CLEANUP_LOCK_TIMEOUT for a lock (then it fails with
+    SQLSTATE 55P03 and the next round tries again): a background job must not sit on one
+    of the requests' pooled connections behind somebody else's transaction.
+    """
     forgotten = 0
     while True:
-        status = await pool.execute(SQL["forget_expired"], ttl_hours, CLEANUP_BATCH)
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{CLEANUP_LOCK_TIMEOUT}'")
+            status = await connection.execute(SQL["forget_expired"], ttl_hours, CLEANUP_BATCH)
         deleted = int(status.split()[-1])
         forgotten += deleted
         if deleted < CLEANUP_BATCH:

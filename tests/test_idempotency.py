@@ -190,3 +190,30 @@ async def test_clean_up_deletes_only_expired_keys(client, db, user, settings):
     remaining = {row[0] for row in await db.fetch("SELECT key FROM idempotency_keys")}
     assert fresh["Idempotency-Key"] in remaining
     assert stale["Idempotency-Key"] not in remaining
+
+
+async def test_clean_up_never_waits_for_a_key_another_transaction_holds(client, db, user, settings):
+    held = key()
+    await client.post(
+        "/posts", json={"author_id": user["id"], "title": "t", "body": ""}, headers=held
+    )
+    await db.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '30 hours' WHERE key = $1",
+        held["Idempotency-Key"],
+    )
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        async with db.transaction():
+            await db.execute(
+                "SELECT 1 FROM idempotency_keys WHERE key = $1 FOR UPDATE", held["Idempotency-Key"]
+            )
+            forgetting = idempotency.forget_expired(pool, settings.idempotency_ttl_hours)
+            await asyncio.wait_for(forgetting, timeout=5)  # skipped, not waited for
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM idempotency_keys WHERE key = $1", held["Idempotency-Key"]
+            )
+            == 1
+        )
+    finally:
+        await pool.close()
