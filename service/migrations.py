@@ -7,6 +7,7 @@ yoyo's by naming the driver: `postgresql+psycopg://…`.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else database_url
 
 
-def migration_ids() -> set[str]:
-    """Ids of every migration shipped with this version of the service."""
-    return {
+@cache
+def migration_ids() -> frozenset[str]:
+    """Ids of every migration shipped with this version of the service (read once: the
+    readiness probe asks on every call)."""
+    return frozenset(
         path.name.removesuffix(".sql")
         for path in MIGRATIONS_DIR.glob("*.sql")
         if not path.name.endswith(".rollback.sql")
-    }
+    )
 
 
 def _backend_and_migrations(database_url: str) -> tuple[Any, Any]:

@@ -17,6 +17,24 @@ def key() -> dict[str, str]:
     return {"Idempotency-Key": f"key-{uuid.uuid4()}"}
 
 
+async def age(db, headers: dict[str, str], hours: int) -> None:
+    """Make the key of `headers` look `hours` old."""
+    await db.execute(
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $2)"
+        " WHERE key = $1",
+        headers["Idempotency-Key"],
+        hours,
+    )
+
+
+@pytest.fixture
+async def cleanup_pool(settings):
+    """A pool of one connection of its own, for calling the clean-up directly."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
 async def test_a_repeat_gets_the_first_response_and_writes_nothing(client, db, user):
     headers = key()
     body = {"author_id": user["id"], "title": "Once", "body": "only once"}
@@ -160,10 +178,7 @@ async def test_an_expired_key_is_forgotten_and_may_be_used_again(client, db, use
     headers = key()
     body = {"author_id": user["id"], "title": "old", "body": ""}
     first = await client.post("/posts", json=body, headers=headers)
-    await db.execute(
-        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = $1",
-        headers["Idempotency-Key"],
-    )
+    await age(db, headers, 25)
 
     again = await client.post("/posts", json={**body, "title": "new"}, headers=headers)
 
@@ -172,48 +187,36 @@ async def test_an_expired_key_is_forgotten_and_may_be_used_again(client, db, use
     assert "idempotent-replayed" not in again.headers
 
 
-async def test_clean_up_deletes_only_expired_keys(client, db, user, settings):
+async def test_clean_up_deletes_only_expired_keys(client, db, user, settings, cleanup_pool):
     fresh, stale = key(), key()
     for headers in (fresh, stale):
         await client.post(
             "/posts", json={"author_id": user["id"], "title": "t", "body": ""}, headers=headers
         )
-    await db.execute(
-        "UPDATE idempotency_keys SET created_at = now() - interval '30 hours' WHERE key = $1",
-        stale["Idempotency-Key"],
-    )
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
-    try:
-        assert await idempotency.forget_expired(pool, settings.idempotency_ttl_hours) >= 1
-    finally:
-        await pool.close()
+    await age(db, stale, 30)
+    assert await idempotency.forget_expired(cleanup_pool, settings.idempotency_ttl_hours) >= 1
     remaining = {row[0] for row in await db.fetch("SELECT key FROM idempotency_keys")}
     assert fresh["Idempotency-Key"] in remaining
     assert stale["Idempotency-Key"] not in remaining
 
 
-async def test_clean_up_never_waits_for_a_key_another_transaction_holds(client, db, user, settings):
+async def test_clean_up_never_waits_for_a_key_another_transaction_holds(
+    client, db, user, settings, cleanup_pool
+):
     held = key()
     await client.post(
         "/posts", json={"author_id": user["id"], "title": "t", "body": ""}, headers=held
     )
-    await db.execute(
-        "UPDATE idempotency_keys SET created_at = now() - interval '30 hours' WHERE key = $1",
-        held["Idempotency-Key"],
-    )
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
-    try:
-        async with db.transaction():
-            await db.execute(
-                "SELECT 1 FROM idempotency_keys WHERE key = $1 FOR UPDATE", held["Idempotency-Key"]
-            )
-            forgetting = idempotency.forget_expired(pool, settings.idempotency_ttl_hours)
-            await asyncio.wait_for(forgetting, timeout=5)  # skipped, not waited for
-        assert (
-            await db.fetchval(
-                "SELECT count(*) FROM idempotency_keys WHERE key = $1", held["Idempotency-Key"]
-            )
-            == 1
+    await age(db, held, 30)
+    async with db.transaction():
+        await db.execute(
+            "SELECT 1 FROM idempotency_keys WHERE key = $1 FOR UPDATE", held["Idempotency-Key"]
         )
-    finally:
-        await pool.close()
+        forgetting = idempotency.forget_expired(cleanup_pool, settings.idempotency_ttl_hours)
+        await asyncio.wait_for(forgetting, timeout=5)  # skipped, not waited for
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM idempotency_keys WHERE key = $1", held["Idempotency-Key"]
+        )
+        == 1
+    )
