@@ -42,8 +42,8 @@ from typing import Any, TextIO
 import asyncpg
 
 from loadtests import seed
-from service import migrations
-from service.embedded import database
+from service.database import migrations
+from service.database.embedded import database
 from service.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 The load-test script runs it after the service it started is gone, in case that service
 was killed before it could stop its PostgreSQL. A server that another live process owns
-(a `make run` in another terminal) is left running: see `service.embedded`.
+(a `make run` in another terminal) is left running: see `service.database.embedded`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from service.embedded import EmbeddedPostgres
+from service.database.embedded import EmbeddedPostgres
 
 
 def main(argv: list[str] | None = None) -> int:

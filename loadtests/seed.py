@@ -24,8 +24,8 @@ from pathlib import Path
 
 import asyncpg
 
-from service import migrations
-from service.embedded import database
+from service.database import migrations
+from service.database.embedded import database
 from service.settings import SettingsError, from_env
 
 USERS_PER_SCALE = 10_000

@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 
-from service import auth, migrations
-from service.embedded import database
+from service import auth
+from service.database import migrations
+from service.database.embedded import database
 from service.observability import configure_logging, multiprocess_directory
 from service.pagination import cursor_key
 from service.settings import Settings, SettingsError, from_env

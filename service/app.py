@@ -12,7 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service import auth, database, idempotency, observability
+from service import auth, idempotency, observability
+from service.database import pool as database
 from service.errors import problem_details_plugin
 from service.health import HealthController
 from service.limits import RequestLimits

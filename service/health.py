@@ -7,8 +7,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
 
+from service.database.migrations import migration_ids
 from service.errors import problem_responses, unavailable
-from service.migrations import migration_ids
 
 
 class Status(msgspec.Struct):

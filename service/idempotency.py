@@ -28,7 +28,8 @@ from litestar.params import HeaderParameter
 
 from service.auth import CALLER_STATE_KEY
 from service.background import every
-from service.database import Connection, Pool, load_queries
+from service.database.pool import Connection, Pool
+from service.database.sql import load_queries
 from service.errors import FieldError, InvalidInput, problem
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ import asyncpg
 import httpx
 import pytest
 
-from service import migrations, observability
-from service.embedded import EmbeddedPostgres
+from service import observability
+from service.database import migrations
+from service.database.embedded import EmbeddedPostgres
 from service.settings import Settings
 from tests.helpers import app_client, database_url_for, fresh_database_name, unique_email
 

@@ -11,7 +11,7 @@ import time
 import asyncpg
 import msgspec
 
-from service import migrations
+from service.database import migrations
 from tests.helpers import app_client, assert_problem
 
 ALL = sorted(migrations.migration_ids())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service import migrations
+from service.database import migrations
 
 
 async def _tables(url: str) -> set[str]:

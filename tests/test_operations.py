@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from service import migrations
+from service.database import migrations
 from tests.helpers import app_client, assert_problem
 
 

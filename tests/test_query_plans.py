@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from loadtests.seed import DataSet, seed
-from service import migrations
+from service.database import migrations
 from service.posts.queries import list_posts
 from service.users.queries import list_users
 from service.validation import MAX_ID

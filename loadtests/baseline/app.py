@@ -23,14 +23,14 @@ from urllib.parse import parse_qs
 import asyncpg
 import msgspec
 
-from service import database
+from service.database import pool as database
+from service.database.statements import page_newest_first, update_by_id
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
 from service.posts.queries import _PAGE_COLUMNS as PAGE_COLUMNS  # what a page selects
 from service.posts.queries import COLUMNS as POST_COLUMNS
 from service.posts.queries import SQL as POSTS_SQL
 from service.settings import Settings, from_env
-from service.statements import page_newest_first, update_by_id
 from service.users.queries import SQL as USERS_SQL
 from service.validation import MAX_ID
 

@@ -12,7 +12,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
-from service.database import Connection
+from service.database.pool import Connection
 from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page

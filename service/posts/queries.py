@@ -1,14 +1,15 @@
 """Every statement about posts; the SQL is in `sql/posts/`, read once at import, and the
-dynamic shapes come from `service.statements`."""
+dynamic shapes come from `service.database.statements`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from service.concurrency import Versioned
-from service.database import Connection, load_queries
+from service.database.pool import Connection
+from service.database.sql import load_queries
+from service.database.statements import page_newest_first, update_row
 from service.posts.models import Post, PostCreate
-from service.statements import page_newest_first, update_row
 
 SQL = load_queries("posts")
 COLUMNS = ("id", "author_id", "title", "body", "published", "created_at", "updated_at", "version")

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
-from service.database import Connection
+from service.database.pool import Connection
 from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from service.concurrency import Versioned
-from service.database import Connection, load_queries
-from service.statements import update_row
+from service.database.pool import Connection
+from service.database.sql import load_queries
+from service.database.statements import update_row
 from service.users.models import User, UserCreate
 
 SQL = load_queries("users")

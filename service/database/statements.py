@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from pypika import CustomFunction, Field, Order, Parameter, PostgreSQLQuery, Table, functions
 
-from service.database import Connection
+from service.database.pool import Connection
 
 _any = CustomFunction("ANY", ["values"])
 

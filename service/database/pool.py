@@ -1,4 +1,4 @@
-"""The asyncpg pool, how handlers get a connection, and the SQL files they run.
+"""The asyncpg pool and how handlers get a connection.
 
 The pool opens in the app's lifespan and lives on `app.state.pool`; handlers receive one
 connection per request through `provide_connection`, acquired with a bounded wait so a
@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
@@ -23,19 +22,12 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
 if TYPE_CHECKING:
     Connection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
 else:
     Connection = PoolConnectionProxy
     Pool = asyncpg.Pool
-
-
-def load_queries(resource: str) -> dict[str, str]:
-    """Every statement in `sql/<resource>/`, by file name without `.sql`; read once."""
-    return {path.stem: path.read_text() for path in sorted((SQL_DIR / resource).glob("*.sql"))}
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
