@@ -13,12 +13,13 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import auth, idempotency, observability
-from service.database import pool as database
+from service.database import routing
 from service.errors import problem_details_plugin
 from service.health import HealthController
 from service.limits import RequestLimits
 from service.pagination import CursorCodec, cursor_key
 from service.posts.controller import PostController, list_user_posts
+from service.sessions import provide_session
 from service.settings import Settings, SettingsError, from_env
 from service.users.controller import UserController
 from service.validation import ClosedStructSchemaPlugin
@@ -37,17 +38,14 @@ def create_app(settings: Settings) -> Litestar:
     database_url = settings.database_url
 
     @asynccontextmanager
-    async def pool_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
-        app.state.pool = await database.open_pool(settings, database_url)
-        try:
-            async with (
-                observability.flushing_logs(),
-                observability.pool_sampler(app.state.pool),
-                idempotency.cleanup(app.state.pool, settings.idempotency_ttl_hours),
-            ):
-                yield
-        finally:
-            await app.state.pool.close()
+    async def database_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        async with (
+            routing.running(settings, database_url) as database,
+            observability.flushing_logs(),
+            idempotency.cleanup(database.primary, settings.idempotency_ttl_hours),
+        ):
+            app.state.database = database
+            yield
 
     codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
     app = Litestar(
@@ -58,10 +56,8 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             observability.MetricsController,
         ],
-        dependencies={
-            "connection": Provide(database.provide_connection),
-        },
-        lifespan=[pool_lifespan],
+        dependencies={"session": Provide(provide_session)},
+        lifespan=[database_lifespan],
         # Not dependencies: Litestar resolves several dependencies of one handler in an
         # anyio task group, two tasks a request (~80 us); `state` is handed over as is.
         state=State({"settings": settings, "cursors": codec}),

@@ -9,20 +9,33 @@ checks it (`WHERE id = $1 AND version = ANY($2)`): no read-then-write race.
 from __future__ import annotations
 
 import re
-from typing import Generic, NamedTuple, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 
 class Versioned(NamedTuple, Generic[T]):
-    """A resource as stored, with the row version its ETag is made of."""
+    """A resource as stored, with the row version its ETag is made of, and, when this
+    request wrote it, the id of the transaction that did (its Consistency-Token)."""
 
     resource: T
     version: int
+    written_by: int | None = None
 
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
+
+
+def stored(model: Callable[..., T], row: Any) -> Versioned[T]:
+    """A row read back: the resource's columns, then its version."""
+    return Versioned(model(*row[:-1]), row[-1])
+
+
+def written(model: Callable[..., T], row: Any) -> Versioned[T]:
+    """A row as a write returned it: the columns, the version, the writing transaction."""
+    return Versioned(model(*row[:-2]), row[-2], row[-1])
 
 
 def _tags(header: str) -> list[str]:

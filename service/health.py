@@ -1,4 +1,10 @@
-"""Liveness and readiness, for orchestrators and load balancers."""
+"""Liveness and readiness, for orchestrators and load balancers.
+
+Ready means: the primary answers, every migration of this version is applied, and commits
+complete (no synchronous standby is awaited that is not there). Replicas are reported as
+the replica monitor last saw them, but do not decide readiness: while none is usable the
+primary answers their reads.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,41 @@ from litestar import Controller, get
 from litestar.datastructures import State
 
 from service.database.migrations import migration_ids
+from service.database.routing import Database
+from service.database.sql import load_queries
 from service.errors import problem_responses, unavailable
+
+SQL = load_queries("health")
 
 
 class Status(msgspec.Struct):
     status: str
+
+
+class ServerState(msgspec.Struct):
+    server: str
+    """`primary`, or `replica <host>:<port>`."""
+    state: str
+    """`ok`, `down (why)` or `lagging`."""
+    lag_ms: float | None = None
+    """How far a replica's replay was behind the primary when last checked."""
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    servers: list[ServerState]
+
+
+def _replica_states(database: Database) -> list[ServerState]:
+    states = []
+    for replica in database.replicas:
+        if not replica.up:
+            state = f"down ({replica.problem})"
+        else:
+            state = "lagging" if replica.problem else "ok"
+        lag = None if replica.lag_seconds is None else round(replica.lag_seconds * 1000, 1)
+        states.append(ServerState(replica.server.name, state, lag))
+    return states
 
 
 class HealthController(Controller):
@@ -25,15 +61,21 @@ class HealthController(Controller):
         return Status("ok")
 
     @get("/ready", operation_id="ready", responses=problem_responses(guarded=False))
-    async def ready(self, state: State) -> Status:
-        """The database answers and every migration of this version is applied."""
-        pool: asyncpg.Pool = state.pool
+    async def ready(self, state: State) -> Readiness:
+        """The primary answers, every migration of this version is applied, and commits
+        complete; each replica's state as last checked."""
+        database: Database = state.database
         try:
-            async with pool.acquire(timeout=state.settings.db_acquire_timeout) as connection:
-                applied = await connection.fetch("SELECT migration_id FROM _yoyo_migration")
+            async with database.primary.connection() as connection:
+                primary = await connection.fetchrow(SQL["readiness"])
         except asyncpg.UndefinedTableError:
             raise unavailable("Migrations are pending: none is applied") from None
-        pending = migration_ids() - {row[0] for row in applied}
+        assert primary is not None
+        pending = migration_ids() - set(primary["applied"])
         if pending:
             raise unavailable(f"Migrations are pending: {', '.join(sorted(pending))}")
-        return Status("ready")
+        if primary["commits_stalled"]:
+            raise unavailable(
+                "Commits on the primary wait for a synchronous standby that is not connected"
+            )
+        return Readiness("ready", [ServerState("primary", "ok"), *_replica_states(database)])

@@ -28,7 +28,9 @@ from litestar.params import HeaderParameter
 
 from service.auth import CALLER_STATE_KEY
 from service.background import every
-from service.database.pool import Connection, Pool
+from service.database.pool import ServerPool
+from service.database.replication import TOKEN_HEADER, encode_token
+from service.database.routing import Session
 from service.database.sql import load_queries
 from service.errors import FieldError, InvalidInput, problem
 
@@ -71,7 +73,7 @@ def fingerprint(request: Request[Any, Any, Any], data: msgspec.Struct) -> bytes:
 
 
 async def once(
-    connection: Connection,
+    session: Session,
     request: Request[Any, Any, Any],
     key: str | None,
     data: msgspec.Struct,
@@ -86,15 +88,15 @@ async def once(
     request_print = fingerprint(request, data)
 
     async def recall() -> Response[bytes] | None:
-        return await _recall(connection, caller, key, request_print, ttl_hours)
+        return await _recall(session, caller, key, request_print, ttl_hours)
 
     if (kept := await recall()) is not None:
         return kept
     try:
-        async with connection.transaction():
+        async with session.transaction():
             response = await create()
             body = msgspec.json.encode(response.content)
-            remembered = await connection.fetchval(
+            remembered = await session.fetchval(
                 SQL["remember"],
                 caller,
                 key,
@@ -124,10 +126,10 @@ async def once(
 
 
 async def _recall(
-    connection: Connection, caller: str, key: str, request_print: bytes, ttl_hours: int
+    session: Session, caller: str, key: str, request_print: bytes, ttl_hours: int
 ) -> Response[bytes] | None:
     """The kept first response of a live key, or None; 422 if it answered another body."""
-    kept = await connection.fetchrow(SQL["recall"], caller, key, ttl_hours)
+    kept = await session.fetchrow(SQL["recall"], caller, key, ttl_hours)
     if kept is None:
         return None
     if kept["fingerprint"] != request_print:
@@ -136,19 +138,15 @@ async def _recall(
             "This Idempotency-Key was used with another request body",
             errors=[FieldError("Idempotency-Key", "was used with another request body")],
         )
+    headers = {"Location": kept["location"], "ETag": kept["etag"], "Idempotent-Replayed": "true"}
+    if kept["written_by"] is not None:
+        headers[TOKEN_HEADER] = encode_token(kept["written_by"])
     return Response(
-        kept["body"],
-        status_code=kept["status"],
-        media_type="application/json",
-        headers={
-            "Location": kept["location"],
-            "ETag": kept["etag"],
-            "Idempotent-Replayed": "true",
-        },
+        kept["body"], status_code=kept["status"], media_type="application/json", headers=headers
     )
 
 
-async def forget_expired(pool: Pool, ttl_hours: int) -> int:
+async def forget_expired(primary: ServerPool, ttl_hours: int) -> int:
     """Delete expired keys in small batches; return how many.
 
     Each batch may wait at most CLEANUP_LOCK_TIMEOUT for a lock (then it fails with
@@ -157,7 +155,7 @@ async def forget_expired(pool: Pool, ttl_hours: int) -> int:
     """
     forgotten = 0
     while True:
-        async with pool.acquire() as connection, connection.transaction():
+        async with primary.connection() as connection, connection.transaction():
             await connection.execute(f"SET LOCAL lock_timeout = '{CLEANUP_LOCK_TIMEOUT}'")
             status = await connection.execute(SQL["forget_expired"], ttl_hours, CLEANUP_BATCH)
         deleted = int(status.split()[-1])
@@ -166,12 +164,12 @@ async def forget_expired(pool: Pool, ttl_hours: int) -> int:
             return forgotten
 
 
-def cleanup(pool: Pool, ttl_hours: int) -> AbstractAsyncContextManager[None]:
+def cleanup(primary: ServerPool, ttl_hours: int) -> AbstractAsyncContextManager[None]:
     """Forget expired keys now and every ten minutes while the app runs."""
 
     async def forget() -> None:
         try:
-            if forgotten := await forget_expired(pool, ttl_hours):
+            if forgotten := await forget_expired(primary, ttl_hours):
                 logger.info("forgot %d expired idempotency keys", forgotten)
         except (OSError, asyncpg.PostgresError) as error:
             logger.warning("idempotency clean-up failed, will retry: %s", type(error).__name__)

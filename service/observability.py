@@ -22,11 +22,10 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
@@ -37,12 +36,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from service.background import every
 from service.http import header
-
-# Fine below 10 ms, where this service's answers are, to read a p95 from the histogram.
-LATENCY_BUCKETS: list[str | float] = [
-    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1, 2.5, 5,
-]  # fmt: skip
+from service.metrics import LATENCY_BUCKETS
 
 LogFormat = Literal["json", "text"]
 
@@ -71,53 +65,12 @@ UNMATCHED = "unmatched"
 """The route label of requests that matched no route (404, 405): never the raw path."""
 
 
-POOL_SIZE = Gauge(
-    "service_db_pool_size", "Open connections in the pool", multiprocess_mode="livesum"
-)
-POOL_IN_USE = Gauge(
-    "service_db_pool_in_use", "Connections lent to requests", multiprocess_mode="livesum"
-)
-POOL_IDLE = Gauge(
-    "service_db_pool_idle", "Open connections waiting for a request", multiprocess_mode="livesum"
-)
-POOL_MAX = Gauge(
-    "service_db_pool_max", "Most connections the pool may open", multiprocess_mode="livesum"
-)
-POOL_ACQUIRE_SECONDS = Histogram(
-    "service_db_pool_acquire_seconds",
-    "Time a request waited for a database connection",
-    buckets=LATENCY_BUCKETS,
-)
-POOL_SAMPLE_SECONDS = 1.0
-
-
-def sample_pool(pool: asyncpg.Pool) -> None:
-    size, idle = pool.get_size(), pool.get_idle_size()
-    POOL_SIZE.set(size)
-    POOL_IDLE.set(idle)
-    POOL_IN_USE.set(size - idle)
-    POOL_MAX.set(pool.get_max_size())
-
-
-def pool_sampler(pool: asyncpg.Pool) -> AbstractAsyncContextManager[None]:
-    """Sample the pool into its gauges every second while the app runs.
-
-    Sampled rather than computed at scrape time, so that with several workers each one's
-    figures land in the shared multiprocess files.
-    """
-
-    async def sample() -> None:
-        sample_pool(pool)
-
-    return every(POOL_SAMPLE_SECONDS, sample)
-
-
 class MetricsController(PrometheusController):
-    """`/metrics` in Prometheus text, with this worker's pool sampled at the scrape."""
+    """`/metrics` in Prometheus text, with this worker's pools sampled at the scrape."""
 
     @get(media_type="text/plain", operation_id="metrics", tags=["operations"])
     async def get(self, state: State) -> Response[bytes]:
-        sample_pool(state.pool)
+        state.database.sample()
         response: Response[bytes] = await PrometheusController.get.fn(self)
         return response
 

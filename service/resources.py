@@ -14,6 +14,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import HeaderParameter
 
 from service.concurrency import Versioned, if_match_versions, none_match
+from service.database.replication import TOKEN_HEADER, encode_token
 from service.errors import problem
 from service.validation import MAX_ID
 
@@ -50,6 +51,8 @@ def with_etag(
     headers = {"ETag": stored.etag}
     if location is not None:
         headers["Location"] = location
+    if stored.written_by is not None:
+        headers[TOKEN_HEADER] = encode_token(stored.written_by)
     return Response(stored.resource, status_code=status_code, headers=headers)
 
 
@@ -91,7 +94,10 @@ async def patch(
 async def delete(
     if_match: str | None,
     read: Read[T],
-    remove: Callable[[list[int] | None], Awaitable[bool]],
-) -> None:
-    if not await remove(if_match_versions(if_match)):
+    remove: Callable[[list[int] | None], Awaitable[int | None]],
+) -> Response[None]:
+    """`remove` answers the deleting transaction's id, or None when it deleted nothing."""
+    written_by = await remove(if_match_versions(if_match))
+    if written_by is None:
         raise await _refuse_write(read)
+    return Response(None, status_code=204, headers={TOKEN_HEADER: encode_token(written_by)})

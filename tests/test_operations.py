@@ -69,7 +69,7 @@ async def test_metrics_count_requests_by_route_template_and_status(client, user)
     assert 'path="/users/{user_id}",status_code="404"' in text
     assert f'/users/{user["id"]}"' not in text  # raw paths would be unbounded series
     assert re.search(r'service_request_duration_seconds_bucket\{[^}]*le="0.005"', text)
-    assert re.search(r"^service_db_pool_size [1-9]", text, re.MULTILINE)
+    assert re.search(r'^service_db_pool_size\{server="primary"\} [1-9]', text, re.MULTILINE)
     assert "service_db_pool_in_use" in text
 
 

@@ -1,8 +1,27 @@
-"""The asyncpg pool and how handlers get a connection.
+"""One asyncpg pool per PostgreSQL server, opened the way the pooler in front of it needs.
 
-The pool opens in the app's lifespan and lives on `app.state.pool`; handlers receive one
-connection per request through `provide_connection`, acquired with a bounded wait so a
-dead or exhausted database answers 503 instead of hanging.
+`DB_POOLER=none` (PostgreSQL itself, or a session pooler): statements are prepared once per
+connection (asyncpg's statement cache) and PostgreSQL's own `statement_timeout` is sent as
+a startup parameter.
+
+`DB_POOLER=transaction` (PgBouncer with `pool_mode = transaction`): two transactions of one
+client connection may run on two server connections, so nothing may outlive a transaction.
+Statements are unnamed (`statement_cache_size=0`: asyncpg parses and runs each in one
+exchange that PgBouncer keeps on one server connection), and no startup parameter is sent
+that PgBouncer does not forward (it closes the connection on `statement_timeout`). The
+service creates no other session state in either mode: no session `SET`, advisory lock,
+cursor, `LISTEN` or temporary table.
+
+The statement timeout is also the client's, in both modes: asyncpg's `command_timeout`
+cancels a statement that has not answered in time with a CancelRequest, which PgBouncer
+passes on to the server connection running it. Behind a transaction pooler that is the
+only timeout; on a direct connection it also bounds what `statement_timeout` cannot: a
+COMMIT waiting for a synchronous standby that does not answer (the server turns its
+statement timer off before the commit).
+
+Detection: in mode `none`, a server that refuses the startup parameters with SQLSTATE
+08P01 (protocol violation; PostgreSQL accepts them) is a pooler: the service logs a
+warning and runs in transaction mode, which is correct behind any pooler.
 """
 
 from __future__ import annotations
@@ -10,14 +29,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from litestar.datastructures import State
 
-from service.observability import POOL_ACQUIRE_SECONDS
+from service.metrics import POOL_ACQUIRE_SECONDS, POOL_IDLE, POOL_IN_USE, POOL_MAX, POOL_SIZE
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,57 +49,170 @@ else:
     Connection = PoolConnectionProxy
     Pool = asyncpg.Pool
 
+APPLICATION_NAME = "posts-service"
+# The client's timeout fires a little after the server's, so that on a direct connection
+# PostgreSQL's own statement_timeout (a clean 57014) normally wins.
+CLIENT_TIMEOUT_MARGIN_SECONDS = 0.5
+
+# The connection itself failed: the server went away, restarted, is shutting down or
+# starting, or cannot be reached. Its idle siblings are likely dead too.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TargetServerAttributeNotMatched,
+)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` means the connection (or its server) is gone. Not a timeout: a
+    statement cut off by the client's timeout leaves a healthy connection (TimeoutError is
+    an OSError in Python 3.11)."""
+    return isinstance(error, CONNECTION_LOST) and not isinstance(error, TimeoutError)
+
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Release a connection to the pool without asyncpg's reset query.
 
     The default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) is a
-    round trip on every release, for session state this service never creates: no
-    advisory locks, cursors, LISTEN or SET. asyncpg still rolls back a transaction left
-    open (and the pool closes a broken connection) before calling this.
+    round trip on every release, for session state this service never creates. asyncpg
+    still rolls back a transaction left open (and the pool closes a broken connection)
+    before calling this.
     """
 
 
+def server_label(dsn: str) -> str:
+    """`host:port` of a single-host URL (the socket folder for a unix socket), for logs
+    and metric labels: never the user name or password."""
+    parts = urlsplit(dsn)
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port or 5432}"
+    for option in parts.query.split("&"):
+        if option.startswith("host="):
+            return option.removeprefix("host=")
+    return "localhost"
+
+
+class ServerPool:
+    """The pool of one server (or of one multi-host URL, such as a primary with its
+    failover candidates), with the bounded acquire every request goes through."""
+
+    def __init__(self, name: str, dsn: str, settings: Settings) -> None:
+        self.name = name
+        self.dsn = dsn
+        self.settings = settings
+        self.transaction_pooler = settings.db_pooler == "transaction"
+        self._pool: Pool | None = None
+        self._acquire_seconds = POOL_ACQUIRE_SECONDS.labels(name)
+        self._gauges = tuple(gauge.labels(name) for gauge in (POOL_SIZE, POOL_IDLE, POOL_IN_USE))
+        self._max_gauge = POOL_MAX.labels(name)
+
+    @property
+    def pool(self) -> Pool:
+        assert self._pool is not None, "the pool is opened in the app's lifespan"
+        return self._pool
+
+    def _connect_options(self) -> dict[str, Any]:
+        statement_timeout_ms = self.settings.db_statement_timeout_ms
+        server_settings = {"application_name": APPLICATION_NAME}
+        if not self.transaction_pooler:
+            server_settings["statement_timeout"] = str(statement_timeout_ms)
+        margin = 0 if self.transaction_pooler else CLIENT_TIMEOUT_MARGIN_SECONDS
+        return {
+            "server_settings": server_settings,
+            "statement_cache_size": 0 if self.transaction_pooler else 100,
+            "command_timeout": statement_timeout_ms / 1000 + margin,
+            # A host that does not answer must not hold a request past its acquire timeout.
+            "timeout": self.settings.db_acquire_timeout,
+        }
+
+    async def _connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """asyncpg's connect, with the options of the current mode and pooler detection."""
+        try:
+            return await asyncpg.connect(*args, **kwargs | self._connect_options())
+        except asyncpg.ProtocolViolationError:
+            if self.transaction_pooler:
+                raise
+            logger.warning(
+                "%s refused the startup parameter statement_timeout (SQLSTATE 08P01): a "
+                "connection pooler such as PgBouncer; running as DB_POOLER=transaction",
+                self.name,
+            )
+            self.transaction_pooler = True
+            return await asyncpg.connect(*args, **kwargs | self._connect_options())
+
+    async def open(self) -> None:
+        """Open the pool; when the server is down, open it empty and connect later."""
+
+        async def create(min_size: int) -> Pool:
+            return await asyncpg.create_pool(
+                self.dsn,
+                min_size=min_size,
+                max_size=self.settings.db_pool_max,
+                reset=_keep_session,
+                connect=self._connect,
+            )
+
+        try:
+            self._pool = await create(self.settings.db_pool_min)
+        except CONNECTION_LOST as error:
+            logger.warning(
+                "%s not reachable at start (%s); serving 503 until it is",
+                self.name,
+                type(error).__name__,
+            )
+            self._pool = await create(0)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def acquire(self, wait: float) -> Connection:
+        """A connection, waited for at most `wait` seconds (then TimeoutError)."""
+        started = time.perf_counter()
+        # asyncio.timeout rather than acquire(timeout=…), which starts a task per request.
+        async with asyncio.timeout(wait):
+            connection = await self.pool.acquire()
+        self._acquire_seconds.observe(time.perf_counter() - started)
+        return connection
+
+    async def release(self, connection: Connection, *, lost: bool = False) -> None:
+        if lost:
+            # After a restart or failover every idle connection is dead too: replace them
+            # all on their next use, so recovery costs one failed request, not one a slot.
+            await self.pool.expire_connections()
+        await self.pool.release(connection)
+
+    @asynccontextmanager
+    async def connection(self, wait: float | None = None) -> AsyncIterator[Connection]:
+        """A connection for a block of statements (background work, health checks)."""
+        connection = await self.acquire(wait or self.settings.db_acquire_timeout)
+        lost = False
+        try:
+            yield connection
+        except BaseException as error:
+            lost = connection_lost(error)
+            raise
+        finally:
+            await self.release(connection, lost=lost)
+
+    def sample(self) -> None:
+        """The pool's gauges, now."""
+        if self._pool is None:
+            return
+        size, idle = self._pool.get_size(), self._pool.get_idle_size()
+        size_gauge, idle_gauge, in_use_gauge = self._gauges
+        size_gauge.set(size)
+        idle_gauge.set(idle)
+        in_use_gauge.set(size - idle)
+        self._max_gauge.set(self._pool.get_max_size())
+
+
 async def open_pool(settings: Settings, dsn: str) -> Pool:
-    """Open the pool; when the database is down, open it empty and let it connect later."""
-
-    async def create(min_size: int) -> Pool:
-        return await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=settings.db_pool_max,
-            reset=_keep_session,
-            server_settings={
-                "application_name": "posts-service",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-            },
-        )
-
-    try:
-        return await create(settings.db_pool_min)
-    except (OSError, asyncpg.PostgresError) as error:
-        logger.warning("database not reachable at start (%s); serving 503 until it is", error)
-        return await create(0)
-
-
-# The connection itself failed: the server went away, restarted or cannot be reached.
-CONNECTION_LOST = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
-
-
-async def provide_connection(state: State) -> AsyncGenerator[Connection, None]:
-    """One pooled connection for the request, waited for at most `DB_ACQUIRE_TIMEOUT`."""
-    pool: Pool = state.pool
-    started = time.perf_counter()
-    # asyncio.timeout rather than acquire(timeout=…), which starts a task per request.
-    async with asyncio.timeout(state.settings.db_acquire_timeout):
-        connection = await pool.acquire()
-    POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
-    try:
-        yield connection
-    except CONNECTION_LOST:
-        # Its idle siblings are likely dead too (server restart): replace them all on
-        # their next use, so that recovery costs one failed request, not one per slot.
-        await pool.expire_connections()
-        raise
-    finally:
-        await pool.release(connection)
+    """A bare asyncpg pool as the service opens its own (load-test baselines use it)."""
+    server = ServerPool("primary", dsn, settings)
+    await server.open()
+    return server.pool

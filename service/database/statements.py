@@ -13,10 +13,13 @@ from typing import Any
 
 import asyncpg
 from pypika import CustomFunction, Field, Order, Parameter, PostgreSQLQuery, Table, functions
+from pypika.terms import PseudoColumn
 
-from service.database.pool import Connection
+from service.database.routing import Session
 
 _any = CustomFunction("ANY", ["values"])
+# The id of the writing transaction, for the answer's Consistency-Token.
+_WRITTEN_BY = PseudoColumn("pg_current_xact_id()::text::bigint")
 
 
 @lru_cache(maxsize=64)
@@ -24,7 +27,8 @@ def update_by_id(
     table: str, columns: tuple[str, ...], returning: tuple[str, ...], check_version: bool
 ) -> str:
     """UPDATE one row by id: `$1` id, `$2…` the new values of `columns` in order, then the
-    acceptable versions when `check_version` (the `If-Match` of the request)."""
+    acceptable versions when `check_version` (the `If-Match` of the request). Returns
+    `returning`, then the writing transaction's id."""
     target = Table(table)
     # Any: pypika annotates its builders as the base QueryBuilder, which has no RETURNING.
     query: Any = PostgreSQLQuery.update(target)
@@ -38,7 +42,8 @@ def update_by_id(
     if check_version:
         versions = Parameter(f"${len(columns) + 2}::integer[]")
         query = query.where(target.version == _any(versions))
-    return str(query.returning(*(Field(column, table=target) for column in returning)))
+    columns_back = (Field(column, table=target) for column in returning)
+    return str(query.returning(*columns_back, _WRITTEN_BY))
 
 
 @lru_cache(maxsize=64)
@@ -58,7 +63,7 @@ def page_newest_first(table: str, columns: tuple[str, ...], filters: tuple[str, 
 
 
 async def update_row(
-    connection: Connection,
+    session: Session,
     table: str,
     returning: tuple[str, ...],
     row_id: int,
@@ -69,4 +74,4 @@ async def update_row(
     that id (and one of `versions`, when given)."""
     statement = update_by_id(table, tuple(changes), returning, versions is not None)
     arguments = [row_id, *changes.values()] + ([versions] if versions is not None else [])
-    return await connection.fetchrow(statement, *arguments)
+    return await session.fetchrow(statement, *arguments)

@@ -12,7 +12,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
-from service.database.pool import Connection
+from service.database.routing import Session
 from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
@@ -28,7 +28,7 @@ AuthorFilter = Annotated[
 
 
 async def _page(
-    connection: Connection,
+    session: Session,
     cursors: CursorCodec,
     limit: int,
     cursor: str | None,
@@ -38,7 +38,7 @@ async def _page(
 ) -> PostPage:
     before_id = MAX_ID if cursor is None else cursors.decode("posts", cursor)
     rows = await queries.list_posts(
-        connection, before_id=before_id, count=limit + 1, author_id=author_id, published=published
+        session, before_id=before_id, count=limit + 1, author_id=author_id, published=published
     )
     items, last_id = split_page(rows, limit, lambda item: item.id)
     next_cursor = None if last_id is None else cursors.encode("posts", last_id)
@@ -53,7 +53,7 @@ async def _page(
 )
 async def list_user_posts(
     user_id: FromPath[int],
-    connection: NamedDependency[Connection],
+    session: NamedDependency[Session],
     state: State,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
@@ -62,10 +62,10 @@ async def list_user_posts(
     """A page of one user's posts, newest first."""
     user_id = resources.require_id(user_id)
     page = await _page(
-        connection, state.cursors, limit, cursor, author_id=user_id, published=published
+        session, state.cursors, limit, cursor, author_id=user_id, published=published
     )
     # Rows prove the author exists (foreign key); only an empty page needs the check.
-    if not page.items and not await user_exists(connection, user_id):
+    if not page.items and not await user_exists(session, user_id):
         raise NotFoundException()
     return page
 
@@ -85,21 +85,21 @@ class PostController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[PostCreate],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         idempotency_key: IdempotencyKey,
     ) -> Response[Post]:
         async def create() -> Response[Post]:
-            stored = await queries.create_post(connection, data)
+            stored = await queries.create_post(session, data)
             return resources.with_etag(
                 stored, status_code=201, location=f"/posts/{stored.resource.id}"
             )
 
-        return await idempotency.once(connection, request, idempotency_key, data, create)
+        return await idempotency.once(session, request, idempotency_key, data, create)
 
     @get("/", operation_id="listPosts", responses=problem_responses(400))
     async def list_posts(
         self,
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
@@ -108,7 +108,7 @@ class PostController(Controller):
     ) -> PostPage:
         """A page of posts, newest first."""
         return await _page(
-            connection, state.cursors, limit, cursor, author_id=author_id, published=published
+            session, state.cursors, limit, cursor, author_id=author_id, published=published
         )
 
     @get(
@@ -119,10 +119,10 @@ class PostController(Controller):
     async def get_post(
         self,
         post_id: FromPath[int],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_none_match: resources.IfNoneMatch,
     ) -> Response[Post]:
-        stored = await queries.get_post(connection, resources.require_id(post_id))
+        stored = await queries.get_post(session, resources.require_id(post_id))
         return resources.conditional_get(stored, if_none_match)
 
     @patch(
@@ -136,27 +136,27 @@ class PostController(Controller):
         self,
         post_id: FromPath[int],
         data: JSONBody[PostPatch],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_match: resources.IfMatch,
     ) -> Response[Post]:
         post_id = resources.require_id(post_id)
         return await resources.patch(
             data.changes(),
             if_match,
-            read=partial(queries.get_post, connection, post_id),
-            update=partial(queries.update_post, connection, post_id),
+            read=partial(queries.get_post, session, post_id),
+            update=partial(queries.update_post, session, post_id),
         )
 
     @delete("/{post_id:int}", operation_id="deletePost", responses=problem_responses(404, 412))
     async def delete_post(
         self,
         post_id: FromPath[int],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_match: resources.IfMatch,
-    ) -> None:
+    ) -> Response[None]:
         post_id = resources.require_id(post_id)
-        await resources.delete(
+        return await resources.delete(
             if_match,
-            read=partial(queries.get_post, connection, post_id),
-            remove=partial(queries.delete_post, connection, post_id),
+            read=partial(queries.get_post, session, post_id),
+            remove=partial(queries.delete_post, session, post_id),
         )

@@ -3,10 +3,8 @@ dynamic shapes come from `service.database.statements`."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from service.concurrency import Versioned
-from service.database.pool import Connection
+from service.concurrency import Versioned, stored, written
+from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import page_newest_first, update_row
 from service.posts.models import Post, PostCreate
@@ -16,24 +14,20 @@ COLUMNS = ("id", "author_id", "title", "body", "published", "created_at", "updat
 _PAGE_COLUMNS = COLUMNS[:-1]
 
 
-def _stored(row: Any) -> Versioned[Post]:
-    return Versioned(Post(*row[:-1]), row[-1])
-
-
-async def create_post(connection: Connection, data: PostCreate) -> Versioned[Post]:
-    row = await connection.fetchrow(
+async def create_post(session: Session, data: PostCreate) -> Versioned[Post]:
+    row = await session.fetchrow(
         SQL["insert"], data.author_id, data.title, data.body, data.published
     )
-    return _stored(row)
+    return written(Post, row)
 
 
-async def get_post(connection: Connection, post_id: int) -> Versioned[Post] | None:
-    row = await connection.fetchrow(SQL["get_by_id"], post_id)
-    return None if row is None else _stored(row)
+async def get_post(session: Session, post_id: int) -> Versioned[Post] | None:
+    row = await session.fetchrow(SQL["get_by_id"], post_id)
+    return None if row is None else stored(Post, row)
 
 
 async def list_posts(
-    connection: Connection,
+    session: Session,
     *,
     before_id: int,
     count: int,
@@ -44,16 +38,18 @@ async def list_posts(
     filters = {"author_id": author_id, "published": published}
     present = {column: value for column, value in filters.items() if value is not None}
     statement = page_newest_first("posts", _PAGE_COLUMNS, tuple(present))
-    rows = await connection.fetch(statement, before_id, count, *present.values())
+    rows = await session.fetch(statement, before_id, count, *present.values())
     return [Post(*row) for row in rows]
 
 
 async def update_post(
-    connection: Connection, post_id: int, changes: dict[str, object], versions: list[int] | None
+    session: Session, post_id: int, changes: dict[str, object], versions: list[int] | None
 ) -> Versioned[Post] | None:
-    row = await update_row(connection, "posts", COLUMNS, post_id, changes, versions)
-    return None if row is None else _stored(row)
+    row = await update_row(session, "posts", COLUMNS, post_id, changes, versions)
+    return None if row is None else written(Post, row)
 
 
-async def delete_post(connection: Connection, post_id: int, versions: list[int] | None) -> bool:
-    return await connection.fetchval(SQL["delete"], post_id, versions) is not None
+async def delete_post(session: Session, post_id: int, versions: list[int] | None) -> int | None:
+    """The id of the deleting transaction, or None when nothing was deleted."""
+    written_by: int | None = await session.fetchval(SQL["delete"], post_id, versions)
+    return written_by

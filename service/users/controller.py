@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
-from service.database.pool import Connection
+from service.database.routing import Session
 from service.errors import NOT_MODIFIED, problem_responses
 from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
@@ -35,21 +35,21 @@ class UserController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[UserCreate],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         idempotency_key: IdempotencyKey,
     ) -> Response[User]:
         async def create() -> Response[User]:
-            stored = await queries.create_user(connection, data)
+            stored = await queries.create_user(session, data)
             return resources.with_etag(
                 stored, status_code=201, location=f"/users/{stored.resource.id}"
             )
 
-        return await idempotency.once(connection, request, idempotency_key, data, create)
+        return await idempotency.once(session, request, idempotency_key, data, create)
 
     @get("/", operation_id="listUsers", responses=problem_responses(400))
     async def list_users(
         self,
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
@@ -60,7 +60,7 @@ class UserController(Controller):
         after_id = 0 if cursor is None else state.cursors.decode("users", cursor)
         if email is not None:
             email = query_text("email", email, max_length=320).lower()
-        rows = await queries.list_users(connection, after_id=after_id, count=limit + 1, email=email)
+        rows = await queries.list_users(session, after_id=after_id, count=limit + 1, email=email)
         items, last_id = split_page(rows, limit, lambda user: user.id)
         next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
         return UserPage(items=list(items), next_cursor=next_cursor)
@@ -73,10 +73,10 @@ class UserController(Controller):
     async def get_user(
         self,
         user_id: FromPath[int],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_none_match: resources.IfNoneMatch,
     ) -> Response[User]:
-        stored = await queries.get_user(connection, resources.require_id(user_id))
+        stored = await queries.get_user(session, resources.require_id(user_id))
         return resources.conditional_get(stored, if_none_match)
 
     @patch(
@@ -90,27 +90,27 @@ class UserController(Controller):
         self,
         user_id: FromPath[int],
         data: JSONBody[UserPatch],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_match: resources.IfMatch,
     ) -> Response[User]:
         user_id = resources.require_id(user_id)
         return await resources.patch(
             data.changes(),
             if_match,
-            read=partial(queries.get_user, connection, user_id),
-            update=partial(queries.update_user, connection, user_id),
+            read=partial(queries.get_user, session, user_id),
+            update=partial(queries.update_user, session, user_id),
         )
 
     @delete("/{user_id:int}", operation_id="deleteUser", responses=problem_responses(404, 412))
     async def delete_user(
         self,
         user_id: FromPath[int],
-        connection: NamedDependency[Connection],
+        session: NamedDependency[Session],
         if_match: resources.IfMatch,
-    ) -> None:
+    ) -> Response[None]:
         user_id = resources.require_id(user_id)
-        await resources.delete(
+        return await resources.delete(
             if_match,
-            read=partial(queries.get_user, connection, user_id),
-            remove=partial(queries.delete_user, connection, user_id),
+            read=partial(queries.get_user, session, user_id),
+            remove=partial(queries.delete_user, session, user_id),
         )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from service.concurrency import Versioned
-from service.database.pool import Connection
+from service.concurrency import Versioned, stored, written
+from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import update_row
 from service.users.models import User, UserCreate
@@ -14,39 +12,37 @@ SQL = load_queries("users")
 COLUMNS = ("id", "email", "name", "created_at", "updated_at", "version")
 
 
-def _stored(row: Any) -> Versioned[User]:
-    return Versioned(User(*row[:-1]), row[-1])
+async def create_user(session: Session, data: UserCreate) -> Versioned[User]:
+    return written(User, await session.fetchrow(SQL["insert"], data.email, data.name))
 
 
-async def create_user(connection: Connection, data: UserCreate) -> Versioned[User]:
-    return _stored(await connection.fetchrow(SQL["insert"], data.email, data.name))
+async def get_user(session: Session, user_id: int) -> Versioned[User] | None:
+    row = await session.fetchrow(SQL["get_by_id"], user_id)
+    return None if row is None else stored(User, row)
 
 
-async def get_user(connection: Connection, user_id: int) -> Versioned[User] | None:
-    row = await connection.fetchrow(SQL["get_by_id"], user_id)
-    return None if row is None else _stored(row)
-
-
-async def user_exists(connection: Connection, user_id: int) -> bool:
-    return bool(await connection.fetchval(SQL["exists"], user_id))
+async def user_exists(session: Session, user_id: int) -> bool:
+    return bool(await session.fetchval(SQL["exists"], user_id))
 
 
 async def list_users(
-    connection: Connection, *, after_id: int, count: int, email: str | None
+    session: Session, *, after_id: int, count: int, email: str | None
 ) -> list[User]:
     if email is None:
-        rows = await connection.fetch(SQL["list_page"], after_id, count)
+        rows = await session.fetch(SQL["list_page"], after_id, count)
     else:
-        rows = await connection.fetch(SQL["list_page_by_email"], email, after_id, count)
-    return [_stored(row).resource for row in rows]
+        rows = await session.fetch(SQL["list_page_by_email"], email, after_id, count)
+    return [User(*row[:-1]) for row in rows]
 
 
 async def update_user(
-    connection: Connection, user_id: int, changes: dict[str, object], versions: list[int] | None
+    session: Session, user_id: int, changes: dict[str, object], versions: list[int] | None
 ) -> Versioned[User] | None:
-    row = await update_row(connection, "users", COLUMNS, user_id, changes, versions)
-    return None if row is None else _stored(row)
+    row = await update_row(session, "users", COLUMNS, user_id, changes, versions)
+    return None if row is None else written(User, row)
 
 
-async def delete_user(connection: Connection, user_id: int, versions: list[int] | None) -> bool:
-    return await connection.fetchval(SQL["delete"], user_id, versions) is not None
+async def delete_user(session: Session, user_id: int, versions: list[int] | None) -> int | None:
+    """The id of the deleting transaction, or None when nothing was deleted."""
+    written_by: int | None = await session.fetchval(SQL["delete"], user_id, versions)
+    return written_by
