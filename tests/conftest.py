@@ -27,7 +27,13 @@ from service import observability
 from service.database import migrations
 from service.database.embedded import EmbeddedPostgres
 from service.settings import Settings
-from tests.helpers import app_client, database_url_for, fresh_database_name, unique_email
+from tests.helpers import (
+    app_client,
+    connect,
+    database_url_for,
+    fresh_database_name,
+    unique_email,
+)
 
 
 @contextmanager
@@ -77,8 +83,12 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def make_database(server_url: str) -> AsyncIterator[object]:
-    """Creates empty databases on the server on demand, and drops them all at the end."""
-    admin = await asyncpg.connect(server_url)
+    """Creates empty databases on the server on demand, and drops them all at the end.
+
+    Through TEST_ADMIN_DATABASE_URL when set: with TEST_DATABASE_URL naming a pooler, the
+    databases are made and dropped on the server itself, and used through the pooler.
+    """
+    admin = await connect(os.environ.get("TEST_ADMIN_DATABASE_URL") or server_url)
     made: list[str] = []
 
     async def make() -> str:
@@ -110,6 +120,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         db_pool_min=1,
         db_pool_max=8,
         auth_disabled=True,  # tests of authentication build their own settings
+        # `transaction` when TEST_DATABASE_URL is a transaction pooler (as in .ci/run).
+        db_pooler=os.environ.get("TEST_DB_POOLER", "none"),  # type: ignore[arg-type]
     )
 
 
@@ -122,7 +134,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the test's own, to check what the service wrote."""
-    connection = await asyncpg.connect(database_url)
+    connection = await connect(database_url)
     yield connection
     await connection.close()
 

@@ -50,6 +50,12 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         await running
 
 
+async def connect(url: str) -> asyncpg.Connection:
+    """A connection of the test's own. Unnamed statements only: the suite also runs through
+    PgBouncer in transaction mode, where prepared statements do not survive a transaction."""
+    return await asyncpg.connect(url, statement_cache_size=0)
+
+
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
 

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
-import asyncpg
 import msgspec
 
 from service.database import migrations
-from tests.helpers import app_client, assert_problem
+from tests.helpers import app_client, assert_problem, connect
 
 ALL = sorted(migrations.migration_ids())
 
@@ -97,7 +96,7 @@ async def test_two_concurrent_migrations_apply_each_step_once(make_database, rep
 
     assert [run.returncode for run in runs] == [0, 0]
     assert sorted(outputs) == sorted([f"applied: {', '.join(ALL)}\n", "applied: nothing pending\n"])
-    connection = await asyncpg.connect(url)
+    connection = await connect(url)
     try:
         applies = await connection.fetch(
             "SELECT migration_id, count(*) FROM _yoyo_log WHERE operation = 'apply'"

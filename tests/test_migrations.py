@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from service.database import migrations
+from tests.helpers import connect
 
 
 async def _tables(url: str) -> set[str]:
-    connection = await asyncpg.connect(url)
+    connection = await connect(url)
     try:
         rows = await connection.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"

@@ -26,6 +26,7 @@ from service.database import migrations
 from service.posts.queries import list_posts
 from service.users.queries import list_users
 from service.validation import MAX_ID
+from tests.helpers import connect
 
 # Small enough to seed in about a second, large enough that a sequential scan or a sort
 # would be the wrong plan (the planner picks indexes here as it does at full size).
@@ -68,7 +69,7 @@ class Seeded:
 async def seeded(make_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Seeded]:
     url = await make_database()
     migrations.apply(url)
-    connection = await asyncpg.connect(url)
+    connection = await connect(url)
     try:
         assert await seed(connection, DATA_SET) == DATA_SET
         # Its listing is long, so only an index that yields rows in order can stop early.

@@ -10,12 +10,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
 
-from tests.helpers import app_client
+from tests.helpers import app_client, connect
 
 
 def _statements_since(log: Path, offset: int) -> list[str]:
@@ -33,7 +32,7 @@ def _statements_since(log: Path, offset: int) -> list[str]:
 @pytest.fixture
 async def logged(settings, own_postgres):
     embedded, url = own_postgres
-    admin = await asyncpg.connect(url)
+    admin = await connect(url)
     await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
     await admin.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
     await admin.execute("SELECT pg_reload_conf()")

@@ -1,8 +1,14 @@
 """Schema migrations with yoyo: the plain-SQL steps in `migrations/`, each with a rollback.
 
-yoyo runs on a synchronous driver (psycopg 3) and takes its own lock in the database, so
-two processes migrating at once apply each step once. The service's asyncpg URL becomes
-yoyo's by naming the driver: `postgresql+psycopg://…`.
+yoyo runs on a synchronous driver (psycopg 3) and takes its own lock in the database (a
+row in a table, not a session lock), so two processes migrating at once apply each step
+once. The service's URL becomes yoyo's by naming the driver: `postgresql+psycopg://…`.
+
+Through a transaction pooler too: psycopg prepares a statement it runs a fifth time on a
+connection (yoyo's lock polling does), which PgBouncer 1.18 in transaction mode cannot
+keep, so the migration connection never prepares. yoyo reads one host from a URL: for a
+multi-host URL (`a:5432,b:5432/db?target_session_attrs=read-write`) libpq picks the host
+first, and yoyo is given that one.
 """
 
 from __future__ import annotations
@@ -11,11 +17,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from service.database.urls import has_several_hosts, with_host
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
+def single_host(database_url: str) -> str:
+    """`database_url` with the one host libpq connects to, when it names several."""
+    if not has_several_hosts(database_url):
+        return database_url
+    import psycopg
+
+    with psycopg.connect(database_url, connect_timeout=10) as connection:
+        return with_host(database_url, connection.info.host, connection.info.port)
+
+
 def yoyo_url(database_url: str) -> str:
-    scheme, rest = database_url.split("://", 1)
+    scheme, rest = single_host(database_url).split("://", 1)
     return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else database_url
 
 
@@ -33,7 +51,9 @@ def migration_ids() -> frozenset[str]:
 def _backend_and_migrations(database_url: str) -> tuple[Any, Any]:
     from yoyo import get_backend, read_migrations
 
-    return get_backend(yoyo_url(database_url)), read_migrations(str(MIGRATIONS_DIR))
+    backend = get_backend(yoyo_url(database_url))
+    backend.connection.prepare_threshold = None  # never prepare: see the module's docstring
+    return backend, read_migrations(str(MIGRATIONS_DIR))
 
 
 def apply(database_url: str) -> list[str]:

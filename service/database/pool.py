@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -82,18 +81,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     still rolls back a transaction left open (and the pool closes a broken connection)
     before calling this.
     """
-
-
-def server_label(dsn: str) -> str:
-    """`host:port` of a single-host URL (the socket folder for a unix socket), for logs
-    and metric labels: never the user name or password."""
-    parts = urlsplit(dsn)
-    if parts.hostname:
-        return f"{parts.hostname}:{parts.port or 5432}"
-    for option in parts.query.split("&"):
-        if option.startswith("host="):
-            return option.removeprefix("host=")
-    return "localhost"
 
 
 class ServerPool:

@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from service.background import every
-from service.database.pool import Connection, ServerPool, connection_lost, server_label
+from service.database.pool import Connection, ServerPool, connection_lost
 from service.database.replication import (
     REPLICA_CHECK_SECONDS,
     REPLICA_CHECK_TIMEOUT_SECONDS,
@@ -37,6 +37,7 @@ from service.database.replication import (
     WalHistory,
     shows_transaction,
 )
+from service.database.urls import server_label, split_hosts
 from service.metrics import READ_FALLBACKS, READS
 from service.settings import Settings
 
@@ -48,14 +49,6 @@ POOL_SAMPLE_SECONDS = 1.0
 # Errors of a replica under a read after which the primary answers instead: the server or
 # connection went away, or the statement was cancelled by a conflict with replay.
 _REPLICA_FAILED = (asyncpg.SerializationError,)
-
-
-def split_hosts(url: str) -> list[str]:
-    """One single-host URL per host of a libpq-style multi-host URL (`a:5432,b:5432`)."""
-    scheme, _, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    user, at, hosts = netloc.rpartition("@")
-    return [f"{scheme}://{user}{at}{host}{slash}{tail}" for host in hosts.split(",")]
 
 
 class Database:
