@@ -50,7 +50,9 @@ class ServiceProcess:
 
 @contextmanager
 def running_service(data_dir: Path, **environment: str) -> Iterator[ServiceProcess]:
-    """The service on the embedded PostgreSQL in `data_dir`, ready; killed if left running."""
+    """The service on the embedded PostgreSQL in `data_dir` (or on DATABASE_URL, when the
+    environment names one), ready; stopped if left running: SIGTERM first, so that uvicorn
+    stops its worker processes too, then SIGKILL."""
     port = free_port()
     inherited = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     process = subprocess.Popen(
@@ -65,5 +67,8 @@ def running_service(data_dir: Path, **environment: str) -> Iterator[ServiceProce
         yield service
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            try:
+                service.terminate()
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
