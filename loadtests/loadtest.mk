@@ -31,6 +31,7 @@ seed: install
 loadtest: loadtest-install
 	BIN=$(BIN) bash loadtests/run_loadtest.sh
 
-## wrk against the service and the bare ASGI baseline, interleaved rounds, one table.
+## wrk against the service, the Litestar floor and the bare ASGI baseline, interleaved rounds,
+## one table, the targets of issue 9 checked, then the mixed scenario at a fixed rate (open loop).
 bench: loadtest-install wrk-install
 	$(BIN)/python -m loadtests.bench
