@@ -315,9 +315,7 @@ def server_environment(database_url: str, data_dir: Path, port: int) -> dict[str
     return environment
 
 
-def _target_environment(
-    target: str, database_url: str, data_dir: Path, port: int
-) -> dict[str, str]:
+def target_environment(target: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
     environment = server_environment(database_url, data_dir, port)
     if target != "service":
         pool_size = str(BASELINE_POOL_SIZE)
@@ -422,7 +420,7 @@ def start_servers(
             running(
                 target,
                 COMMANDS[target],
-                _target_environment(target, database_url, config.data_dir, config.ports[target]),
+                target_environment(target, database_url, config.data_dir, config.ports[target]),
                 config.ports[target],
             )
         )
@@ -453,7 +451,7 @@ def _deep_cursors(server: Server) -> list[str]:
     return cursors[-DEEP_CURSORS_KEPT:]
 
 
-def _compare_answers(servers: dict[str, Server], data: DataSet) -> list[str]:
+def compare_answers(servers: dict[str, Server], data: DataSet) -> list[str]:
     """Every server must give the same bodies for the same reads, or they do different work."""
     paths = [
         "/posts/1",
@@ -628,7 +626,7 @@ def bench(config: Config) -> int:
         database_url = stack.enter_context(seeded_database(config))
         servers = start_servers(stack, config, database_url, config.targets)
         data = read_data_set(database_url, next(iter(servers.values())))
-        if len(servers) > 1 and (differences := _compare_answers(servers, data)):
+        if len(servers) > 1 and (differences := compare_answers(servers, data)):
             print(f"WARNING: the servers answer differently: {'; '.join(differences)}")
         wrk_env = data.wrk_environment()
         print(

@@ -254,7 +254,7 @@ class MixedRequests:
     def _sentence(self, length: int) -> str:
         words: list[str] = []
         size = 0
-        while size < length:
+        while size <= length:  # size counts a space after the last word
             words.append(self.random.choice(_WORDS))
             size += len(words[-1]) + 1
         return " ".join(words)[:length]
