@@ -505,7 +505,10 @@ def _run_open_loop(config: Config, server: Server, rate: float, data: DataSet) -
         f"{ADDRESS}:{server.port}", data.max_user_id, data.max_post_id, BENCH_TOKEN
     )
     load = openloop.Load(ADDRESS, server.port, rate, config.seconds, config.connections)
-    result = openloop.run(load, requests)
+    try:
+        result = openloop.run(load, requests)
+    except (OSError, TimeoutError) as error:
+        raise BenchError(f"the open loop could not connect to {server.name}: {error}") from None
     if server.process.poll() is not None:
         raise BenchError(f"{server.name} died during the open-loop round; see {server.log_path}")
     return result
@@ -529,7 +532,7 @@ def saturated_table(config: Config, summaries: dict[tuple[str, str], Summary]) -
         f"{'scenario':<12} | {group} | {group} | {group} | "
         f"{'s/f req/s':>9} {'s/f p99':>8} {'s/b req/s':>9} | errors"
     )
-    names = f"{'':<12} | " + " | ".join(f"{LABELS[t]:<28}" for t in TARGETS)
+    names = (f"{'':<12} | " + " | ".join(f"{LABELS[t]:<28}" for t in TARGETS)).rstrip()
     lines = [
         f"median of {config.rounds} interleaved rounds of {config.seconds} s per server; "
         f"{config.connections} connections, {config.threads} wrk threads; latencies in ms; "
