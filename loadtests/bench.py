@@ -1,22 +1,32 @@
-"""`make bench`: what the service costs over the database work it does.
+"""`make bench`: what the service costs over the framework and over the database work.
 
-wrk sends the same scenarios to two servers on one seeded embedded PostgreSQL:
-- the service (`python -m service serve`), and
-- the baseline (`python -m loadtests.baseline`): a bare ASGI app running the same SQL on
-  the same pool with the same msgspec structs, under the same uvicorn settings.
-Their requests/s ratio is the price of everything the service adds (framework, DI,
-validation, metrics) on top of the database work.
+wrk sends the same scenarios to three servers on one seeded embedded PostgreSQL:
+- the service (`python -m service serve`), in its default production configuration;
+- the Litestar floor (`python -m loadtests.baseline floor`): a minimal idiomatic Litestar
+  app with the service's SQL, msgspec structs and pool opener;
+- the bare baseline (`python -m loadtests.baseline bare`): a plain ASGI app doing the same
+  database work with no framework at all.
+The baselines' pool holds 16 connections, all opened at start; the service keeps its own
+pool settings. service / floor is what the service's own layers cost (token gate, limits,
+request id, metrics, request log, connection dependency, conditional requests); floor /
+bare is what Litestar costs.
 
-Rounds are interleaved per scenario (service, baseline, service, baseline …) so that a
-drift of the machine (another process, autovacuum, caches) hits both alike; the table shows
-the median of the rounds of each. Raw wrk results go to loadtests/reports/bench-*.json and
-the table to bench-*.txt.
+Rounds are interleaved per scenario (service, floor, bare, service, floor, bare …) so that
+a drift of the machine (another process, autovacuum, caches) hits all alike; the table
+shows the median of the rounds of each. Then the targets of issue 9 are checked on those
+medians, and the mixed scenario runs below saturation: at a fixed arrival rate (half the
+service's mixed req/s, or BENCH_OPEN_RATE) with an open-loop generator
+(`loadtests.openloop`), for the service and the floor. Raw results go to
+loadtests/reports/bench-*.json and the tables to bench-*.txt.
 
 Environment: BENCH_SECONDS (10) per round, BENCH_ROUNDS (3, at least 2) per server and
 scenario, BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_SCENARIOS (all, comma-
-separated), SEED_SCALE (1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data
-already in BENCH_DATA_DIR), BENCH_DATA_DIR (.data/bench), BENCH_SERVICE_PORT (8101),
-BENCH_BASELINE_PORT (8102). Exit code 0 when every round ran, whatever the figures.
+separated), BENCH_TARGETS (service,floor,bare), BENCH_OPEN_RATE (requests/s of the
+open-loop phase; 0 skips it), BENCH_GATE (1: exit 1 when a target is missed), SEED_SCALE
+(1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data already in
+BENCH_DATA_DIR), BENCH_DATA_DIR (.data/bench), BENCH_SERVICE_PORT (8101),
+BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103). Exit code 0 when
+every round ran, whatever the figures, unless BENCH_GATE=1.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -41,7 +52,7 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from loadtests import seed
+from loadtests import openloop, seed
 from service.database import migrations
 from service.database.embedded import database
 from service.settings import Settings, SettingsError
@@ -50,12 +61,33 @@ ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 REPORTS = Path(__file__).resolve().parent / "reports"
 ADDRESS = "127.0.0.1"  # the only target: load goes to this machine, never elsewhere
-# Signs the cursors of both servers, so that the baseline accepts the service's cursors.
+# Signs the cursors of every server, so that the baselines accept the service's cursors.
 CURSOR_SECRET = "bench-cursor-secret-not-for-production"
-# The service runs as in production: with a token required (the baseline ignores it).
+# The service runs as in production: with a token required (the baselines ignore it).
 BENCH_TOKEN = "bench-token-not-for-production"
 
 SCENARIOS = ("get_post", "user_posts", "list_deep", "create_post", "patch_post", "mixed")
+TARGETS = ("service", "floor", "bare")
+LABELS = {"service": "service", "floor": "Litestar floor", "bare": "bare ASGI"}
+COMMANDS = {
+    "service": ("service", "serve"),
+    "floor": ("loadtests.baseline", "floor"),
+    "bare": ("loadtests.baseline", "bare"),
+}
+# The pool of both baselines: 16 connections, opened at start, no reset query (the
+# service's `open_pool`). The service runs with its own defaults, as in production.
+BASELINE_POOL_SIZE = 16
+
+# The targets of issue 9, item 3: the service against the Litestar floor, in one run.
+MIN_RPS_RATIO = 0.85  # every scenario's req/s at least this times the floor's
+MAX_P99_RATIO = 2.0  # every scenario's p99 at most this times the floor's
+MAX_MIXED_P95_MS = 8.0
+
+# Below saturation: the mixed scenario at a fixed rate, for these targets.
+OPEN_LOOP_SCENARIO = "mixed"
+OPEN_LOOP_TARGETS = ("service", "floor")
+OPEN_LOOP_SHARE = 0.5  # of the service's measured mixed req/s, unless BENCH_OPEN_RATE
+
 WARM_UP_SECONDS = 3
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -71,6 +103,13 @@ class BenchError(Exception):
     """A round could not run: the message says why; the bench exits 1."""
 
 
+def _comma_list(environ: Mapping[str, str], name: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    chosen = [part.strip() for part in (environ.get(name) or ",".join(known)).split(",")]
+    if unknown := set(chosen) - set(known):
+        raise SettingsError(f"{name}: unknown {sorted(unknown)}; known {known}")
+    return tuple(name for name in known if name in chosen)  # in the canonical order
+
+
 @dataclass(frozen=True)
 class Config:
     seconds: int
@@ -78,6 +117,10 @@ class Config:
     connections: int
     threads: int
     scenarios: tuple[str, ...]
+    targets: tuple[str, ...]
+    open_rate: float | None
+    """Requests/s of the open-loop phase; None: a share of the service's; 0: no phase."""
+    gate: bool
     scale: float
     reseed: bool
     data_dir: Path
@@ -91,36 +134,47 @@ class Config:
                 raise SettingsError(f"{name}={raw!r}: must be a whole number >= {minimum}")
             return int(raw)
 
-        scenarios = tuple(
-            name.strip()
-            for name in (environ.get("BENCH_SCENARIOS") or ",".join(SCENARIOS)).split(",")
-        )
-        if unknown := set(scenarios) - set(SCENARIOS):
-            raise SettingsError(f"BENCH_SCENARIOS: unknown {sorted(unknown)}; known {SCENARIOS}")
+        raw_rate = environ.get("BENCH_OPEN_RATE", "")
+        try:
+            open_rate = float(raw_rate) if raw_rate else None
+        except ValueError:
+            open_rate = -1.0
+        if open_rate is not None and not (open_rate >= 0 and math.isfinite(open_rate)):
+            raise SettingsError(f"BENCH_OPEN_RATE={raw_rate!r}: must be a number >= 0")
+        targets = _comma_list(environ, "BENCH_TARGETS", TARGETS)
+        gate = (environ.get("BENCH_GATE") or "0") == "1"
+        if gate and not {"service", "floor"} <= set(targets):
+            raise SettingsError("BENCH_GATE=1 compares the service with the floor: run both")
         return cls(
             seconds=number("BENCH_SECONDS", 10, 1),
             rounds=number("BENCH_ROUNDS", 3, 2),
             connections=number("BENCH_CONNECTIONS", 32, 1),
             threads=number("BENCH_THREADS", 2, 1),
-            scenarios=scenarios,
+            scenarios=_comma_list(environ, "BENCH_SCENARIOS", SCENARIOS),
+            targets=targets,
+            open_rate=open_rate,
+            gate=gate,
             scale=seed.scale_from_env(environ),
             reseed=(environ.get("BENCH_SEED") or "1") != "0",
             data_dir=Path(environ.get("BENCH_DATA_DIR") or ".data/bench"),
             ports={
                 "service": number("BENCH_SERVICE_PORT", 8101, 1),
-                "baseline": number("BENCH_BASELINE_PORT", 8102, 1),
+                "bare": number("BENCH_BASELINE_PORT", 8102, 1),
+                "floor": number("BENCH_FLOOR_PORT", 8103, 1),
             },
         )
 
 
 @dataclass
 class Round:
-    """One wrk run: its BENCH_RESULT line (see wrk/common.lua), as parsed."""
+    """One run of a load against one server: wrk's BENCH_RESULT line (see wrk/common.lua)
+    for the saturated rounds, `openloop.run`'s result in the same keys for the open ones."""
 
     scenario: str
     target: str
     number: int
     result: dict[str, float]
+    load: str = "closed"  # "closed": wrk, BENCH_CONNECTIONS at full speed; "open": a fixed rate
 
     @property
     def requests_per_second(self) -> float:
@@ -130,6 +184,98 @@ class Round:
     def errors(self) -> int:
         keys = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         return int(sum(self.result[key] for key in keys))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The medians of a server's rounds of one scenario (latencies in ms)."""
+
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    errors: int
+    # Open loop only: the generator's own lateness, and that plus the wait for a connection.
+    lag_p99: float = math.nan
+    wait_p99: float = math.nan
+
+    @classmethod
+    def of(cls, rounds: list[Round]) -> Summary:
+        def ms(key: str) -> float:
+            return statistics.median(r.result.get(key, math.nan) for r in rounds) / 1000
+
+        return cls(
+            rps=statistics.median(r.requests_per_second for r in rounds),
+            p50=ms("p50_us"),
+            p95=ms("p95_us"),
+            p99=ms("p99_us"),
+            errors=sum(r.errors for r in rounds),
+            lag_p99=ms("lag_p99_us"),
+            wait_p99=ms("wait_p99_us"),
+        )
+
+
+def summarise(rounds: list[Round], load: str) -> dict[tuple[str, str], Summary]:
+    """(scenario, target) → Summary, for the rounds of one kind of load."""
+    groups: dict[tuple[str, str], list[Round]] = {}
+    for r in rounds:
+        if r.load == load:
+            groups.setdefault((r.scenario, r.target), []).append(r)
+    return {key: Summary.of(group) for key, group in groups.items()}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target of issue 9 for one scenario, with the figures it was decided on."""
+
+    scenario: str
+    measure: str
+    passed: bool
+    text: str
+
+
+def check_targets(
+    summaries: dict[tuple[str, str], Summary], scenarios: tuple[str, ...]
+) -> list[Check]:
+    """Every target that the scenarios and servers run can decide, against the floor."""
+    checks = []
+    for scenario in scenarios:
+        service, floor = summaries.get((scenario, "service")), summaries.get((scenario, "floor"))
+        if service is not None and floor is not None:
+            least = MIN_RPS_RATIO * floor.rps
+            checks.append(
+                Check(
+                    scenario,
+                    "req/s",
+                    service.rps >= least,
+                    f"{service.rps:,.0f} >= {MIN_RPS_RATIO} x {floor.rps:,.0f} = {least:,.0f}"
+                    f"  ({_ratio(service.rps, floor.rps)} of the floor)",
+                )
+            )
+            most = MAX_P99_RATIO * floor.p99
+            checks.append(
+                Check(
+                    scenario,
+                    "p99 ms",
+                    service.p99 <= most,
+                    f"{service.p99:.1f} <= {MAX_P99_RATIO:g} x {floor.p99:.1f} = {most:.1f}"
+                    f"  ({_ratio(service.p99, floor.p99)} of the floor)",
+                )
+            )
+        if scenario == "mixed" and service is not None:
+            checks.append(
+                Check(
+                    scenario,
+                    "p95 ms",
+                    service.p95 <= MAX_MIXED_P95_MS,
+                    f"{service.p95:.1f} <= {MAX_MIXED_P95_MS:g}",
+                )
+            )
+    return checks
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator else "n/a"
 
 
 @dataclass
@@ -151,7 +297,8 @@ def _get_json(url: str) -> Any:
         return json.load(answer)
 
 
-def _server_environment(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
+def server_environment(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
+    """The service's environment in its default production configuration."""
     environment = dict(os.environ)
     environment.update(
         DATABASE_URL=database_url,
@@ -168,14 +315,24 @@ def _server_environment(database_url: str, data_dir: Path, port: int) -> dict[st
     return environment
 
 
+def target_environment(target: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
+    environment = server_environment(database_url, data_dir, port)
+    if target != "service":
+        pool_size = str(BASELINE_POOL_SIZE)
+        environment.update(DB_POOL_MIN=pool_size, DB_POOL_MAX=pool_size)
+    return environment
+
+
 @contextmanager
-def running(name: str, module: str, environment: dict[str, str], port: int) -> Iterator[Server]:
-    """Start `python -m module`, wait until it is ready, and stop it (SIGTERM) on exit."""
+def running(
+    name: str, arguments: tuple[str, ...], environment: dict[str, str], port: int
+) -> Iterator[Server]:
+    """Start `python -m *arguments`, wait until it is ready, and stop it (SIGTERM) on exit."""
     REPORTS.mkdir(parents=True, exist_ok=True)
     log_path = REPORTS / f"bench-{name}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env=environment, stdout=log, stderr=log
+            [sys.executable, "-m", *arguments], cwd=ROOT, env=environment, stdout=log, stderr=log
         )
         server = Server(name, port, process, log_path, log)
         try:
@@ -223,11 +380,64 @@ async def _data_set_bounds(database_url: str) -> tuple[int, int]:
     return int(row["users"]), int(row["posts"])
 
 
-def _deep_cursors(service: Server) -> list[str]:
+@dataclass(frozen=True)
+class DataSet:
+    """What the load scripts draw from: ids 1..max, and real cursors deep in the listing."""
+
+    max_user_id: int
+    max_post_id: int
+    deep_cursors: list[str]
+
+    def wrk_environment(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            BENCH_MAX_USER_ID=str(self.max_user_id),
+            BENCH_MAX_POST_ID=str(self.max_post_id),
+            BENCH_TOKEN=BENCH_TOKEN,
+            BENCH_DEEP_CURSORS=",".join(self.deep_cursors),
+        )
+
+
+@contextmanager
+def seeded_database(config: Config) -> Iterator[str]:
+    """The embedded PostgreSQL of BENCH_DATA_DIR, migrated and (BENCH_SEED=1) seeded."""
+    with database(Settings(data_dir=str(config.data_dir))) as database_url:
+        migrations.apply(database_url)
+        if config.reseed:
+            wanted = seed.DataSet.at_scale(config.scale)
+            print(f"seeding {wanted.users:,} users and {wanted.posts:,} posts …", flush=True)
+            seeding_started = time.perf_counter()
+            asyncio.run(seed.seed_url(database_url, wanted))
+            print(f"seeded in {time.perf_counter() - seeding_started:.1f} s", flush=True)
+        yield database_url
+
+
+def start_servers(
+    stack: ExitStack, config: Config, database_url: str, targets: tuple[str, ...]
+) -> dict[str, Server]:
+    return {
+        target: stack.enter_context(
+            running(
+                target,
+                COMMANDS[target],
+                target_environment(target, database_url, config.data_dir, config.ports[target]),
+                config.ports[target],
+            )
+        )
+        for target in targets
+    }
+
+
+def read_data_set(database_url: str, server: Server) -> DataSet:
+    max_user_id, max_post_id = asyncio.run(_data_set_bounds(database_url))
+    return DataSet(max_user_id, max_post_id, _deep_cursors(server))
+
+
+def _deep_cursors(server: Server) -> list[str]:
     """Walk GET /posts?limit=200 from the newest, once, keeping the last cursors given."""
     deadline = time.monotonic() + DEEP_WALK_TIMEOUT_SECONDS
     cursors: list[str] = []
-    url = f"{service.base_url}/posts?limit=200"
+    url = f"{server.base_url}/posts?limit=200"
     for _ in range(DEEP_WALK_PAGES):
         if time.monotonic() > deadline:
             raise BenchError(f"walking to the deep page took over {DEEP_WALK_TIMEOUT_SECONDS} s")
@@ -235,31 +445,41 @@ def _deep_cursors(service: Server) -> list[str]:
         if cursor is None:
             break  # a small data set: as deep as it goes
         cursors.append(cursor)
-        url = f"{service.base_url}/posts?limit=200&cursor={cursor}"
+        url = f"{server.base_url}/posts?limit=200&cursor={cursor}"
     if not cursors:
         raise BenchError("the listing has a single page: seed more posts")
     return cursors[-DEEP_CURSORS_KEPT:]
 
 
-def _compare_answers(servers: dict[str, Server], max_user_id: int, deep_cursor: str) -> list[str]:
-    """Both servers must give the same bodies for the same reads, or they do different work."""
-    paths = ["/posts/1", f"/users/{max_user_id}/posts", f"/posts?limit=50&cursor={deep_cursor}"]
+def compare_answers(servers: dict[str, Server], data: DataSet) -> list[str]:
+    """Every server must give the same bodies for the same reads, or they do different work."""
+    paths = [
+        "/posts/1",
+        f"/users/{data.max_user_id}/posts",
+        f"/posts?limit=50&cursor={data.deep_cursors[0]}",
+    ]
     differences = []
     for path in paths:
         bodies = {name: _get_json(server.base_url + path) for name, server in servers.items()}
-        if bodies["service"] != bodies["baseline"]:
-            differences.append(path)
+        first, *others = bodies
+        if differing := [name for name in others if bodies[name] != bodies[first]]:
+            differences.append(f"{path}: {', '.join(differing)} differ from {first}")
     return differences
 
 
-def _run_wrk(
-    config: Config, server: Server, scenario: str, seconds: int, env: dict[str, str]
+def run_wrk(
+    server: Server,
+    scenario: str,
+    seconds: int,
+    connections: int,
+    threads: int,
+    env: dict[str, str],
 ) -> dict[str, float]:
     script = WRK_DIR / f"{scenario}.lua"
     command = [
         "wrk",
-        f"--threads={config.threads}",
-        f"--connections={config.connections}",
+        f"--threads={threads}",
+        f"--connections={connections}",
         f"--duration={seconds}s",
         "--timeout=10s",
         f"--script={script}",
@@ -280,106 +500,180 @@ def _run_wrk(
     )
 
 
-def _table(config: Config, rounds: list[Round]) -> str:
-    def median(scenario: str, target: str, value: str) -> float:
-        chosen = [r for r in rounds if r.scenario == scenario and r.target == target]
-        if value == "rps":
-            return statistics.median(r.requests_per_second for r in chosen)
-        if value == "errors":
-            return sum(r.errors for r in chosen)
-        return statistics.median(r.result[f"{value}_us"] for r in chosen) / 1000
-
-    header = (
-        f"{'scenario':<12} | {'service req/s':>13} {'p50':>6} {'p95':>6} {'p99':>6} | "
-        f"{'baseline req/s':>14} {'p50':>6} {'p95':>6} {'p99':>6} | {'ratio':>5} | errors"
+def _run_open_loop(config: Config, server: Server, rate: float, data: DataSet) -> dict[str, float]:
+    requests = openloop.MixedRequests(
+        f"{ADDRESS}:{server.port}", data.max_user_id, data.max_post_id, BENCH_TOKEN
     )
+    load = openloop.Load(ADDRESS, server.port, rate, config.seconds, config.connections)
+    try:
+        result = openloop.run(load, requests)
+    except (OSError, TimeoutError) as error:
+        raise BenchError(f"the open loop could not connect to {server.name}: {error}") from None
+    if server.process.poll() is not None:
+        raise BenchError(f"{server.name} died during the open-loop round; see {server.log_path}")
+    return result
+
+
+def _ratio_cell(top: Summary | None, bottom: Summary | None, measure: str) -> str:
+    if top is None or bottom is None:
+        return "-"
+    return _ratio(getattr(top, measure), getattr(bottom, measure))
+
+
+def _cells(summary: Summary | None) -> str:
+    if summary is None:
+        return f"{'-':>7} {'-':>6} {'-':>6} {'-':>6}"
+    return f"{summary.rps:>7.0f} {summary.p50:>6.1f} {summary.p95:>6.1f} {summary.p99:>6.1f}"
+
+
+def saturated_table(config: Config, summaries: dict[tuple[str, str], Summary]) -> str:
+    group = f"{'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}"
+    header = (
+        f"{'scenario':<12} | {group} | {group} | {group} | "
+        f"{'s/f req/s':>9} {'s/f p99':>8} {'s/b req/s':>9} | errors"
+    )
+    names = (f"{'':<12} | " + " | ".join(f"{LABELS[t]:<28}" for t in TARGETS)).rstrip()
     lines = [
         f"median of {config.rounds} interleaved rounds of {config.seconds} s per server; "
         f"{config.connections} connections, {config.threads} wrk threads; latencies in ms; "
-        f"ratio = service req/s / baseline req/s",
+        "s/f = service / Litestar floor, s/b = service / bare ASGI",
+        names,
         header,
         "-" * len(header),
     ]
     for scenario in config.scenarios:
-        cells = []
-        for target in ("service", "baseline"):
-            cells.append(
-                (
-                    median(scenario, target, "rps"),
-                    *(median(scenario, target, p) for p in ("p50", "p95", "p99")),
-                )
-            )
-        (s_rps, s50, s95, s99), (b_rps, b50, b95, b99) = cells
-        errors = median(scenario, "service", "errors") + median(scenario, "baseline", "errors")
+        service, floor, bare = (summaries.get((scenario, target)) for target in TARGETS)
+        ratios = (
+            f"{_ratio_cell(service, floor, 'rps'):>9} {_ratio_cell(service, floor, 'p99'):>8} "
+            f"{_ratio_cell(service, bare, 'rps'):>9}"
+        )
+        errors = sum(s.errors for s in (service, floor, bare) if s is not None)
         lines.append(
-            f"{scenario:<12} | {s_rps:>13.0f} {s50:>6.1f} {s95:>6.1f} {s99:>6.1f} | "
-            f"{b_rps:>14.0f} {b50:>6.1f} {b95:>6.1f} {b99:>6.1f} | "
-            f"{s_rps / b_rps if b_rps else float('nan'):>5.2f} | {errors:.0f}"
+            f"{scenario:<12} | {_cells(service)} | {_cells(floor)} | {_cells(bare)} | "
+            f"{ratios} | {errors}"
         )
     return "\n".join(lines)
+
+
+def verdict_block(checks: list[Check]) -> str:
+    if not checks:
+        return "targets of issue 9: not checked (they need the service and the floor)"
+    passed = sum(check.passed for check in checks)
+    lines = [
+        "targets of issue 9 (the service against the Litestar floor, medians of the rounds):",
+        *(
+            f"  {'PASS' if check.passed else 'FAIL'}  {check.scenario:<12} {check.measure:<7} "
+            f"{check.text}"
+            for check in checks
+        ),
+        f"  {passed} of {len(checks)} met",
+    ]
+    return "\n".join(lines)
+
+
+def open_loop_table(
+    config: Config, rate: float, how: str, summaries: dict[tuple[str, str], Summary]
+) -> str:
+    header = (
+        f"{'server':<15} {'asked':>7} {'got':>7} {'p50':>6} {'p95':>6} {'p99':>6} "
+        f"{'lag p99':>7} {'wait p99':>8} | errors"
+    )
+    lines = [
+        f"below saturation: {OPEN_LOOP_SCENARIO} at a fixed {rate:,.0f} req/s ({how}), open loop "
+        f"on {config.connections} connections; median of {config.rounds} rounds of "
+        f"{config.seconds} s; latency (ms) from when each request fell due; lag = the "
+        "generator's own lateness, wait = lag and the wait for a free connection",
+        header,
+        "-" * len(header),
+    ]
+    for target in OPEN_LOOP_TARGETS:
+        if (summary := summaries.get((OPEN_LOOP_SCENARIO, target))) is not None:
+            lines.append(
+                f"{LABELS[target]:<15} {rate:>7.0f} {summary.rps:>7.0f} {summary.p50:>6.1f} "
+                f"{summary.p95:>6.1f} {summary.p99:>6.1f} {summary.lag_p99:>7.1f} "
+                f"{summary.wait_p99:>8.1f} | "
+                f"{summary.errors}"
+            )
+    service = summaries.get((OPEN_LOOP_SCENARIO, "service"))
+    floor = summaries.get((OPEN_LOOP_SCENARIO, "floor"))
+    if service is not None and floor is not None:
+        lines.append(f"service p99 / floor p99: {_ratio(service.p99, floor.p99)}")
+    return "\n".join(lines)
+
+
+def _open_loop_rate(config: Config, saturated: dict[tuple[str, str], Summary]) -> tuple[float, str]:
+    """The rate of the open-loop phase and how it was chosen; 0 when there is none."""
+    if config.open_rate is not None:
+        return config.open_rate, "BENCH_OPEN_RATE"
+    service = saturated.get((OPEN_LOOP_SCENARIO, "service"))
+    if service is None or service.rps <= 0:
+        return 0.0, f"no saturated {OPEN_LOOP_SCENARIO} round of the service to halve"
+    return OPEN_LOOP_SHARE * service.rps, f"half the service's {OPEN_LOOP_SCENARIO} req/s"
+
+
+def _print_round(r: Round) -> None:
+    print(
+        f"  {r.scenario:<12} {r.load:<6} round {r.number} {r.target:<8} "
+        f"{r.requests_per_second:>8.0f} req/s p95 {r.result['p95_us'] / 1000:6.1f} ms "
+        f"p99 {r.result['p99_us'] / 1000:6.1f} ms errors {r.errors}",
+        flush=True,
+    )
 
 
 def bench(config: Config) -> int:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     started = datetime.now(UTC)
-    settings = Settings(data_dir=str(config.data_dir))
     rounds: list[Round] = []
     with ExitStack() as stack:
-        database_url = stack.enter_context(database(settings))
-        migrations.apply(database_url)
-        if config.reseed:
-            wanted = seed.DataSet.at_scale(config.scale)
-            print(f"seeding {wanted.users:,} users and {wanted.posts:,} posts …", flush=True)
-            seeding_started = time.perf_counter()
-            asyncio.run(seed.seed_url(database_url, wanted))
-            print(f"seeded in {time.perf_counter() - seeding_started:.1f} s", flush=True)
-        max_user_id, max_post_id = asyncio.run(_data_set_bounds(database_url))
-
-        servers = {
-            name: stack.enter_context(
-                running(
-                    name,
-                    module,
-                    _server_environment(database_url, config.data_dir, config.ports[name]),
-                    config.ports[name],
-                )
-            )
-            for name, module in (("service", "service"), ("baseline", "loadtests.baseline"))
-        }
-        # `python -m service` runs `serve` by default.
-        cursors = _deep_cursors(servers["service"])
-        if differences := _compare_answers(servers, max_user_id, cursors[0]):
-            print(f"WARNING: service and baseline answer differently: {differences}")
-        wrk_env = dict(
-            os.environ,
-            BENCH_MAX_USER_ID=str(max_user_id),
-            BENCH_TOKEN=BENCH_TOKEN,
-            BENCH_MAX_POST_ID=str(max_post_id),
-            BENCH_DEEP_CURSORS=",".join(cursors),
-        )
+        database_url = stack.enter_context(seeded_database(config))
+        servers = start_servers(stack, config, database_url, config.targets)
+        data = read_data_set(database_url, next(iter(servers.values())))
+        if len(servers) > 1 and (differences := compare_answers(servers, data)):
+            print(f"WARNING: the servers answer differently: {'; '.join(differences)}")
+        wrk_env = data.wrk_environment()
         print(
-            f"data set: users 1..{max_user_id:,}, posts 1..{max_post_id:,}; "
-            f"{len(cursors)} deep cursors; {config.rounds} rounds x {config.seconds} s "
-            f"x {len(config.scenarios)} scenarios x 2 servers",
+            f"data set: users 1..{data.max_user_id:,}, posts 1..{data.max_post_id:,}; "
+            f"{len(data.deep_cursors)} deep cursors; {config.rounds} rounds x {config.seconds} s"
+            f" x {len(config.scenarios)} scenarios x {len(servers)} servers "
+            f"({', '.join(servers)})",
             flush=True,
         )
         for server in servers.values():
-            # Warm both alike: prepared statements, pool connections, caches.
-            _run_wrk(config, server, "mixed", WARM_UP_SECONDS, wrk_env)
+            # Warm all alike: prepared statements, pool connections, caches.
+            run_wrk(server, "mixed", WARM_UP_SECONDS, config.connections, config.threads, wrk_env)
         for scenario in config.scenarios:
             for number in range(1, config.rounds + 1):
-                for target in ("service", "baseline"):
-                    result = _run_wrk(config, servers[target], scenario, config.seconds, wrk_env)
-                    rounds.append(Round(scenario, target, number, result))
-                    print(
-                        f"  {scenario:<12} round {number} {target:<8} "
-                        f"{rounds[-1].requests_per_second:>8.0f} req/s "
-                        f"p95 {result['p95_us'] / 1000:6.1f} ms errors {rounds[-1].errors}",
-                        flush=True,
+                for target, server in servers.items():
+                    result = run_wrk(
+                        server,
+                        scenario,
+                        config.seconds,
+                        config.connections,
+                        config.threads,
+                        wrk_env,
                     )
+                    rounds.append(Round(scenario, target, number, result))
+                    _print_round(rounds[-1])
+        saturated = summarise(rounds, "closed")
+        open_rate, open_how = _open_loop_rate(config, saturated)
+        open_servers = {t: s for t, s in servers.items() if t in OPEN_LOOP_TARGETS}
+        if open_rate > 0 and open_servers:
+            print(f"open loop: {OPEN_LOOP_SCENARIO} at {open_rate:,.0f} req/s ({open_how})")
+            for number in range(1, config.rounds + 1):
+                for target, server in open_servers.items():
+                    result = _run_open_loop(config, server, open_rate, data)
+                    rounds.append(Round(OPEN_LOOP_SCENARIO, target, number, result, load="open"))
+                    _print_round(rounds[-1])
 
-    table = _table(config, rounds)
+    opened = summarise(rounds, "open")
+    checks = check_targets(saturated, config.scenarios)
+    report = [saturated_table(config, saturated), "", verdict_block(checks), ""]
+    if opened:
+        report.append(open_loop_table(config, open_rate, open_how, opened))
+    else:
+        report.append(f"below saturation: not run ({open_how if open_rate <= 0 else 'no server'})")
+    text = "\n".join(report)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     REPORTS.mkdir(parents=True, exist_ok=True)
     raw_path = REPORTS / f"bench-{stamp}.json"
@@ -389,7 +683,9 @@ def bench(config: Config) -> int:
             {
                 "started": started.isoformat(),
                 "config": {**asdict(config), "data_dir": str(config.data_dir)},
-                "data_set": {"max_user_id": max_user_id, "max_post_id": max_post_id},
+                "data_set": {"max_user_id": data.max_user_id, "max_post_id": data.max_post_id},
+                "open_loop_rate": open_rate,
+                "checks": [asdict(check) for check in checks],
                 "rounds": [
                     asdict(r) | {"requests_per_second": r.requests_per_second} for r in rounds
                 ],
@@ -397,12 +693,16 @@ def bench(config: Config) -> int:
             indent=2,
         )
     )
-    table_path.write_text(table + "\n")
+    table_path.write_text(text + "\n")
     print()
-    print(table)
-    if any(r.errors for r in rounds):
+    print(text)
+    if failed := sum(r.errors for r in rounds):
         print("WARNING: some requests failed (errors column): those figures are not comparable")
-    print(f"\nraw results: {raw_path}\ntable: {table_path}")
+    print(f"\nraw results: {raw_path}\ntables: {table_path}")
+    missed = sum(not check.passed for check in checks)
+    if config.gate and (missed or failed):
+        print(f"BENCH_GATE=1: {missed} targets missed, {failed} requests failed", file=sys.stderr)
+        return 1
     return 0
 
 

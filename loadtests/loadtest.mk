@@ -1,4 +1,5 @@
-# Seeding, load tests and benchmarks (issue 3): `make seed`, `make loadtest`, `make bench`.
+# Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
+# `make bench`, `make profile`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -6,7 +7,7 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench loadtest-install wrk-install
+.PHONY: seed loadtest bench profile loadtest-check loadtest-install wrk-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -31,6 +32,17 @@ seed: install
 loadtest: loadtest-install
 	BIN=$(BIN) bash loadtests/run_loadtest.sh
 
-## wrk against the service and the bare ASGI baseline, interleaved rounds, one table.
+## wrk against the service, the Litestar floor and the bare ASGI baseline, interleaved rounds,
+## one table, the targets of issue 9 checked, then the mixed scenario at a fixed rate (open loop).
 bench: loadtest-install wrk-install
 	$(BIN)/python -m loadtests.bench
+
+## The service's CPU per request, by layer: wrk at PROFILE_CONNECTIONS (8) for
+## PROFILE_SECONDS (20) unobserved, then as long under py-spy (root or ptrace rights).
+profile: loadtest-install wrk-install
+	$(BIN)/python -m loadtests.profile
+
+## The instruments' own tests: the bench's verdict, the open-loop generator, the profile's
+## buckets, the baselines answering as the service does (real PostgreSQL, as `make test`).
+loadtest-check: install
+	$(BIN)/pytest loadtests/tests

@@ -16,7 +16,9 @@ are 1..N with no gaps, so every drawn id exists.
 
 Gate: when Locust quits, any failed request, or any endpoint whose p95 exceeds
 LOADTEST_P95_MS (default 50), makes the exit code 1. Percentiles and rates are Locust's
-own (`StatsEntry.get_response_time_percentile`, `total_rps`).
+own (`StatsEntry.get_response_time_percentile`, `total_rps`). In distributed mode
+(`--processes N`, LOADTEST_PROCESSES) the gate runs on the master, over the stats it
+aggregates from the workers, and the master's exit code is the run's.
 
 LOADTEST_WAIT_MS (default 0) is each simulated caller's pause between two requests,
 drawn uniformly between half and one and a half times it; 0 sends the next request as
@@ -39,7 +41,7 @@ from urllib.parse import urlencode, urlsplit
 from locust import FastHttpUser, between, constant, events, tag
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
 logger = logging.getLogger("loadtest")
@@ -122,7 +124,10 @@ def _loopback_base_url(host: str | None) -> str:
 
 @events.test_start.add_listener
 def read_data_set_bounds(environment: Environment, **_: Any) -> None:
-    """Fired on every node before users start: each one draws from the same bounds."""
+    """Fired before users start on every node that runs users (a single process, or each
+    worker; not a master, which has none): each one draws from the same bounds."""
+    if isinstance(environment.runner, MasterRunner):
+        return
     try:
         base_url = _loopback_base_url(environment.host)
         deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
@@ -132,8 +137,18 @@ def read_data_set_bounds(environment: Environment, **_: Any) -> None:
         )
     except Exception as error:
         logger.error("cannot start the load test: %s", error)
+        # A failed request in the stats, so that the gate sees it on the master too (a
+        # worker's stats reach the master; its exit code does not).
+        environment.events.request.fire(
+            request_type="SETUP",
+            name="read the data set's bounds",
+            response_time=0,
+            response_length=0,
+            exception=error,
+            context={},
+        )
         environment.process_exit_code = 2
-        if environment.runner is not None:
+        if environment.runner is not None and not isinstance(environment.runner, WorkerRunner):
             environment.runner.quit()
         return
     logger.info("ids drawn from users 1..%d, posts 1..%d", BOUNDS.max_user_id, BOUNDS.max_post_id)

@@ -7,7 +7,9 @@
 # (users per second, default all in one second), LOADTEST_P95_MS (50), LOADTEST_WAIT_MS (0),
 # LOADTEST_CLASSES (ReadHeavyMix), LOADTEST_PORT (8100), LOADTEST_DATA_DIR (.data/loadtest),
 # SEED_SCALE (1), LOADTEST_DATABASE_URL (a server to use instead of the embedded one: the
-# seed empties its users and posts).
+# seed empties its users and posts), LOADTEST_PROCESSES (1; N > 1 runs Locust distributed:
+# a master that aggregates the stats, writes the reports and gates, and N worker processes
+# that share the users).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,17 @@ USERS=${LOADTEST_USERS:-32}
 SPAWN_RATE=${LOADTEST_SPAWN_RATE:-$USERS}
 RUN_SECONDS=${LOADTEST_SECONDS:-30}
 CLASSES=${LOADTEST_CLASSES:-ReadHeavyMix}
+PROCESSES=${LOADTEST_PROCESSES:-1}
+if ! [[ "$PROCESSES" =~ ^[1-9][0-9]*$ ]]; then
+    echo "configuration error: LOADTEST_PROCESSES=$PROCESSES: must be a whole number >= 1" >&2
+    exit 2
+fi
+# Locust's own distributed mode on this machine: `--processes N` forks N workers and makes
+# this process their master (one process, the default, runs users and gate itself).
+distributed=()
+if ((PROCESSES > 1)); then
+    distributed=(--processes "$PROCESSES")
+fi
 STOP_TIMEOUT_SECONDS=30
 
 # The load test owns its data: never the DATABASE_URL of the caller's environment, since
@@ -59,7 +72,7 @@ token_digest=$(printf %s "$LOADTEST_TOKEN" | sha256sum | cut -d' ' -f1)
 API_TOKENS="loadtest read,write $token_digest" HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO \
     start_service "$service_log" "http://$ADDRESS:$PORT"
 
-echo "== locust: $USERS users ($CLASSES) for ${RUN_SECONDS} s"
+echo "== locust: $USERS users ($CLASSES) for ${RUN_SECONDS} s in $PROCESSES process(es)"
 # In the background and waited for, so that a signal to this script is handled at once
 # (bash runs traps only between commands); `timeout`: a hung Locust cannot hold the run
 # past its time and a margin.
@@ -68,7 +81,7 @@ timeout --signal=TERM --kill-after=30 $((RUN_SECONDS + 120)) \
     "$BIN/locust" -f loadtests/locustfile.py --headless --only-summary \
     --host "http://$ADDRESS:$PORT" --users "$USERS" --spawn-rate "$SPAWN_RATE" \
     --run-time "${RUN_SECONDS}s" --stop-timeout 5 \
-    --csv "$REPORTS/locust" --html "$REPORTS/locust.html" $CLASSES &
+    --csv "$REPORTS/locust" --html "$REPORTS/locust.html" "${distributed[@]}" $CLASSES &
 locust_pid=$!
 status=0
 wait "$locust_pid" || status=$?

@@ -1,1 +1,2 @@
-"""A bare ASGI app doing the service's database work, for `make bench` to compare against."""
+"""The baselines of `make bench`: the service's database work with no framework (`bare`)
+and with a minimal Litestar app (`floor`)."""

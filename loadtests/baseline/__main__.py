@@ -1,9 +1,14 @@
-"""`python -m loadtests.baseline`: serve the baseline as `python -m service serve` serves the
-service (uvicorn, uvloop, httptools, one worker, no access log), on HOST:PORT, against
-DATABASE_URL (required: the benchmark starts the database and migrates it)."""
+"""`python -m loadtests.baseline {bare,floor}`: serve a baseline as `python -m service serve`
+serves the service (uvicorn, uvloop, httptools, one worker, no access log), on HOST:PORT,
+against DATABASE_URL (required: the benchmark starts the database and migrates it).
+
+`bare` is the plain ASGI app (`loadtests.baseline.bare`), `floor` the minimal Litestar app
+(`loadtests.baseline.floor`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import uvicorn
@@ -11,8 +16,16 @@ import uvicorn
 from service.observability import configure_logging
 from service.settings import SettingsError, from_env
 
+APPS = {
+    "bare": "loadtests.baseline.bare:app_from_env",
+    "floor": "loadtests.baseline.floor:app_from_env",
+}
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.baseline")
+    parser.add_argument("app", choices=sorted(APPS), help="which baseline to serve")
+    arguments = parser.parse_args(argv)
     try:
         settings = from_env()
     except SettingsError as error:
@@ -23,7 +36,7 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level)
     uvicorn.run(
-        "loadtests.baseline.app:app_from_env",
+        APPS[arguments.app],
         factory=True,
         host=settings.host,
         port=settings.port,

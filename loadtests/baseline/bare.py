@@ -1,4 +1,4 @@
-"""The floor for `make bench`: the service's benchmarked endpoints with no framework at all.
+"""The bare baseline of `make bench`: the service's benchmarked endpoints with no framework.
 
 A plain ASGI callable that does the database work the service does for the same requests
 (the same SQL texts, imported from the service; the same asyncpg pool settings, via

@@ -1,0 +1,76 @@
+"""The verdict of `make bench` and its knobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtests import bench
+from loadtests.bench import Check, Config, Round, Summary, check_targets, summarise
+from service.settings import SettingsError
+
+
+def summary(rps: float, p95: float, p99: float) -> Summary:
+    return Summary(rps=rps, p50=1.0, p95=p95, p99=p99, errors=0)
+
+
+def verdicts(checks: list[Check]) -> dict[tuple[str, str], bool]:
+    return {(check.scenario, check.measure): check.passed for check in checks}
+
+
+def test_each_target_of_issue_9_is_checked_at_its_bound() -> None:
+    summaries = {
+        ("get_post", "service"): summary(850, 4.0, 10.0),  # exactly 0.85x and 2x: met
+        ("get_post", "floor"): summary(1000, 3.0, 5.0),
+        ("mixed", "service"): summary(849, 8.1, 10.1),  # just under, just over
+        ("mixed", "floor"): summary(1000, 3.0, 5.0),
+    }
+    assert verdicts(check_targets(summaries, ("get_post", "mixed"))) == {
+        ("get_post", "req/s"): True,
+        ("get_post", "p99 ms"): True,
+        ("mixed", "req/s"): False,
+        ("mixed", "p99 ms"): False,
+        ("mixed", "p95 ms"): False,
+    }
+
+
+def test_without_the_floor_only_the_mixed_p95_can_be_checked() -> None:
+    summaries = {("mixed", "service"): summary(900, 7.9, 9.0), ("mixed", "bare"): summary(1, 1, 1)}
+    assert verdicts(check_targets(summaries, ("mixed",))) == {("mixed", "p95 ms"): True}
+
+
+def test_medians_are_per_load_scenario_and_server() -> None:
+    def result(requests: int, p99_us: int) -> dict[str, float]:
+        errors = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        return (
+            {"requests": requests, "duration_us": 1e6, "p50_us": 1, "p95_us": 1}
+            | {"p99_us": p99_us}
+            | dict.fromkeys(errors, 0)
+        )
+
+    rounds = [
+        Round("mixed", "service", 1, result(100, 9000)),
+        Round("mixed", "service", 2, result(300, 1000)),
+        Round("mixed", "service", 3, result(200, 5000)),
+        Round("mixed", "service", 1, result(50, 2000), load="open"),
+    ]
+    closed = summarise(rounds, "closed")[("mixed", "service")]
+    assert (closed.rps, closed.p99) == (200, 5.0)
+    assert summarise(rounds, "open")[("mixed", "service")].rps == 50
+
+
+def test_knobs() -> None:
+    config = Config.from_env({"BENCH_TARGETS": "bare,service", "BENCH_OPEN_RATE": "500"})
+    assert config.targets == ("service", "bare")  # always in the same order
+    assert config.open_rate == 500
+    assert not config.gate
+    assert Config.from_env({}).targets == bench.TARGETS
+    assert Config.from_env({}).open_rate is None
+    assert Config.from_env({"BENCH_GATE": "1"}).gate
+    for bad in (
+        {"BENCH_TARGETS": "service,nginx"},
+        {"BENCH_OPEN_RATE": "-1"},
+        {"BENCH_OPEN_RATE": "fast"},
+        {"BENCH_GATE": "1", "BENCH_TARGETS": "service,bare"},  # nothing to gate against
+    ):
+        with pytest.raises(SettingsError):
+            Config.from_env(bad)
