@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import asyncpg
 import msgspec
 
+from service.concurrency import Versioned, stored, written
 from service.database import pool as database
 from service.database.statements import page_newest_first, update_by_id
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
@@ -60,12 +61,11 @@ class Answer(msgspec.Struct):
     headers: list[tuple[bytes, bytes]] = msgspec.field(default_factory=list)
 
 
-def _post_answer(row: asyncpg.Record, status: int = 200) -> Answer:
-    post = Post(*row[:-1])
-    headers = [(b"etag", f'"{row[-1]}"'.encode())]
+def _post_answer(post: Versioned[Post], status: int = 200) -> Answer:
+    headers = [(b"etag", post.etag.encode())]
     if status == 201:
-        headers.append((b"location", f"/posts/{post.id}".encode()))
-    return Answer(status, encode(post), headers=headers)
+        headers.append((b"location", f"/posts/{post.resource.id}".encode()))
+    return Answer(status, encode(post.resource), headers=headers)
 
 
 def _path_id(text: str) -> int:
@@ -157,7 +157,7 @@ class Baseline:
             row = await connection.fetchrow(POSTS_SQL["get_by_id"], post_id)
         if row is None:
             raise HTTPError(404, "No such resource")
-        return _post_answer(row)
+        return _post_answer(stored(Post, row))
 
     async def create_post(self, body: bytes) -> Answer:
         data = msgspec.json.decode(body, type=PostCreate, strict=True)
@@ -165,7 +165,7 @@ class Baseline:
             row = await connection.fetchrow(
                 POSTS_SQL["insert"], data.author_id, data.title, data.body, data.published
             )
-        return _post_answer(row, status=201)
+        return _post_answer(written(Post, row), status=201)
 
     async def patch_post(self, post_id: int, body: bytes) -> Answer:
         changes = msgspec.json.decode(body, type=PostPatch, strict=True).changes()
@@ -177,7 +177,7 @@ class Baseline:
                 row = await connection.fetchrow(POSTS_SQL["get_by_id"], post_id)
         if row is None:
             raise HTTPError(404, "No such resource")
-        return _post_answer(row)
+        return _post_answer(written(Post, row) if changes else stored(Post, row))
 
     async def list_posts(self, query: dict[str, list[str]], *, author_id: int | None) -> Answer:
         limit = _limit(query)
