@@ -20,6 +20,7 @@ an exception keeps its type, not its message (PostgreSQL's quotes the value it r
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -36,10 +37,10 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerPr
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from service.settings import SettingsError
-
 if TYPE_CHECKING:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "posts-service"
 FLUSH_TIMEOUT_MILLIS = 5000
@@ -302,20 +303,32 @@ def reset() -> None:
 
 def enabled_by_environment() -> bool:
     """Whether the standard variables ask for traces: an OTLP endpoint, and neither
-    `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`."""
+    `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`.
+
+    An exporter or protocol this build lacks is logged as an error and leaves tracing off,
+    as the OpenTelemetry SDKs do: raising here, in a worker building its app, would only
+    make uvicorn start that worker again and again.
+    """
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() or "otlp"
     if exporter == "none":
         return False
     if not any(os.environ.get(name, "").strip() for name in ENDPOINT_VARIABLES):
         return False
     if exporter != "otlp":
-        raise SettingsError(f"OTEL_TRACES_EXPORTER={exporter}: only otlp (or none) is supported")
+        logger.error("tracing off: OTEL_TRACES_EXPORTER=%s is not supported, only otlp", exporter)
+        return False
     for name in PROTOCOL_VARIABLES:  # the first one set decides
         if protocol := os.environ.get(name, "").strip():
             if protocol != SUPPORTED_PROTOCOL:
-                raise SettingsError(f"{name}={protocol}: only {SUPPORTED_PROTOCOL} is supported")
+                logger.error(
+                    "tracing off: %s=%s is not supported, only %s",
+                    name,
+                    protocol,
+                    SUPPORTED_PROTOCOL,
+                )
+                return False
             break
     return True
 

@@ -34,7 +34,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from service import auth, tracing
 from service.app import create_app
 from service.observability import RequestObserver
-from service.settings import SettingsError
 from tests.helpers import app_client, unique_email
 from tests.server import free_port, running_service
 
@@ -79,6 +78,15 @@ def children_of(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[Re
         for span in exporter.get_finished_spans()
         if span.parent is not None and span.parent.span_id == parent.context.span_id
     ]
+
+
+def everything_recorded(exporter: InMemorySpanExporter) -> str:
+    """Every name, attribute, event and status text of every span, as one string."""
+    recorded: list[Any] = []
+    for span in exporter.get_finished_spans():
+        recorded += [span.name, dict(span.attributes or {}), span.status.description]
+        recorded += [[event.name, dict(event.attributes or {})] for event in span.events]
+    return json.dumps(recorded, default=str)
 
 
 async def test_the_callers_trace_is_joined_and_the_statement_is_a_child_of_the_request(
@@ -153,6 +161,30 @@ async def test_spans_are_named_by_route_template_never_by_the_raw_path(traced, s
     assert "http.route" not in requests_of(spans)[2].attributes
 
 
+async def test_a_server_error_marks_the_request_span_and_a_4xx_does_not(spans):
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/boom":
+            raise RuntimeError("a message that may quote a value")
+        status = int(scope["path"].strip("/"))
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    layer = tracing.configured().around(answer)
+    transport = httpx.ASGITransport(app=layer, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        for path in ("/503", "/404", "/boom"):
+            await client.get(path)
+
+    unavailable, missing, failed = requests_of(spans)
+    assert unavailable.status.status_code == StatusCode.ERROR
+    assert unavailable.attributes["error.type"] == "503"
+    assert missing.status.status_code == StatusCode.UNSET
+    assert "error.type" not in missing.attributes
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.attributes["error.type"] == "RuntimeError"
+    assert "a message" not in everything_recorded(spans)
+
+
 @pytest.fixture
 async def guarded_traced(settings, spans) -> AsyncIterator[httpx.AsyncClient]:
     _, line = auth.new_token("tracer", ["read"])
@@ -182,15 +214,6 @@ async def test_requests_refused_in_front_of_litestar_get_a_span_in_the_callers_t
     ]
     assert {hex_trace(span) for span in requests} == {CALLER_TRACE}
     assert all(children_of(spans, span) == [] for span in requests)
-
-
-def everything_recorded(exporter: InMemorySpanExporter) -> str:
-    """Every name, attribute, event and status text of every span, as one string."""
-    recorded: list[Any] = []
-    for span in exporter.get_finished_spans():
-        recorded += [span.name, dict(span.attributes or {}), span.status.description]
-        recorded += [[event.name, dict(event.attributes or {})] for event in span.events]
-    return json.dumps(recorded, default=str)
 
 
 async def test_no_value_from_the_request_is_in_any_span(traced, spans):
@@ -350,12 +373,17 @@ def test_an_otlp_endpoint_turns_tracing_on(otel_environment, variables, service_
         ("OTEL_TRACES_EXPORTER", "zipkin"),
     ],
 )
-def test_an_unsupported_exporter_or_protocol_is_refused_by_name(otel_environment, name, value):
+def test_an_unsupported_exporter_or_protocol_is_logged_by_name_and_leaves_tracing_off(
+    otel_environment, caplog, name, value
+):
     otel_environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     otel_environment.setenv(name, value)
-    with pytest.raises(SettingsError, match=f"{name}={value}"):
-        tracing.configure_from_env()
+    assert tracing.configure_from_env() is None
     assert tracing.configured() is None
+    assert not asyncpg_patched()
+    (record,) = [record for record in caplog.records if record.name == "service.tracing"]
+    assert record.levelname == "ERROR"
+    assert f"{name}={value} is not supported" in record.getMessage()
 
 
 class OtlpReceiver(http.server.ThreadingHTTPServer):
