@@ -33,9 +33,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -99,7 +100,7 @@ class NamingStatements(SpanProcessor):
     """Names each statement span by its SQL command. The asyncpg instrumentation takes
     the statement's first word, which for our SQL files is their leading `--` comment."""
 
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         attributes = span.attributes or {}
         statement = attributes.get("db.statement", attributes.get("db.query.text"))
         if isinstance(statement, str):
@@ -114,7 +115,7 @@ class Redacting(SpanProcessor):
     def __init__(self, inner: SpanProcessor) -> None:
         self.inner = inner
 
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.inner.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -147,7 +148,7 @@ class Redacting(SpanProcessor):
         return self.inner.force_flush(timeout_millis)
 
 
-def _kept(attributes: Any, names: frozenset[str]) -> dict[str, Any]:
+def _kept(attributes: Attributes, names: frozenset[str]) -> dict[str, Any]:
     return {key: value for key, value in (attributes or {}).items() if key in names}
 
 
@@ -175,6 +176,11 @@ class TraceRequests:
     only once routed, so the name is set at the end; a request that matched no route, or
     was refused before routing (401, 414, 431), is named by its method alone, as the
     semantic conventions say.
+
+    Not Litestar's OpenTelemetryPlugin: it wraps Litestar's own handler, inside the token
+    gate and the limits, so refused requests would get no span; and the ASGI middleware
+    it runs names the span by the raw path, records `http.url` and `http.target` with the
+    query string, and adds two spans per request for the ASGI messages.
     """
 
     def __init__(self, app: ASGIApp, tracer: Tracer) -> None:
