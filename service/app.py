@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service import auth, idempotency, observability
+from service import auth, idempotency, observability, tracing
 from service.database import routing
 from service.errors import problem_details_plugin
 from service.health import HealthController
@@ -36,11 +36,13 @@ def create_app(settings: Settings) -> Litestar:
             "the embedded database and sets it"
         )
     database_url = settings.database_url
+    traced = tracing.configured()
 
     @asynccontextmanager
     async def database_lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         async with (
             routing.running(settings, database_url) as database,
+            traced.flushing() if traced else nullcontext(),
             observability.flushing_logs(),
             idempotency.cleanup(database.primary, settings.idempotency_ttl_hours),
         ):
@@ -84,9 +86,12 @@ def create_app(settings: Settings) -> Litestar:
         ),
     )
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
-    app.asgi_handler = observability.RequestObserver(
-        RequestLimits(auth.protect(app.asgi_handler, settings))
+    observed = observability.RequestObserver(
+        RequestLimits(auth.protect(app.asgi_handler, settings)),
+        trace_fields=tracing.log_fields if traced else None,
     )
+    # Tracing outside them all: refused requests get a span too, and the log line its ids.
+    app.asgi_handler = traced.around(observed) if traced else observed
     return app
 
 
@@ -94,4 +99,6 @@ def app_from_env() -> Litestar:
     """Factory for the ASGI server: `uvicorn --factory service.app:app_from_env`."""
     settings = from_env()
     observability.configure_logging(settings.log_level, settings.log_format)
+    # Here, in each worker process: an exporter's thread and connections are its own.
+    tracing.configure_from_env()
     return create_app(settings)

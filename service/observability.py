@@ -21,7 +21,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -270,8 +270,11 @@ class RequestObserver:
     which can carry emails or tokens.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, trace_fields: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self.app = app
+        self.trace_fields = trace_fields  # the trace and span ids, when tracing is on
         self.metrics = _RouteMetrics()
         self.in_flight = {method: IN_FLIGHT.labels(method) for method in _METHODS}
 
@@ -306,16 +309,17 @@ class RequestObserver:
             self.metrics.observe(method, route, status, seconds)
             if REQUEST_LOG.handler is not None:
                 client = scope.get("client")
-                REQUEST_LOG.write(
-                    {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "remote": client[0] if client else None,
-                        "caller": scope.get("state", {}).get("caller"),
-                    }
-                )
+                fields = {
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "remote": client[0] if client else None,
+                    "caller": scope.get("state", {}).get("caller"),
+                }
+                if self.trace_fields is not None:
+                    fields |= self.trace_fields()
+                REQUEST_LOG.write(fields)
             request_id.reset(token)
 
 
