@@ -157,6 +157,9 @@ class PgBouncer:
     def start(self, daemon: bool = False, timeout: float = 10) -> None:
         """Write the configuration, start PgBouncer and wait until it listens. `daemon`
         lets it fork away (for the command line): it is then found by its pid file."""
+        if self._listening():
+            # Someone else's listener would pass for ours below.
+            raise RuntimeError(f"{self}: 127.0.0.1:{self.port} is taken already")
         self.write_config()
         if daemon:
             subprocess.run(self.command("-d"), check=True, timeout=timeout)
@@ -280,7 +283,11 @@ def _main(arguments: Sequence[str]) -> int:
         print(f"PgBouncer on 127.0.0.1:{bouncer.port} -> {options.target}", flush=True)
         command = bouncer.command()
         os.execv(command[0], command)
-    bouncer.start(daemon=True)
+    try:
+        bouncer.start(daemon=True)
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as error:
+        print(error, file=sys.stderr)
+        return 1
     print(f"PgBouncer listens on 127.0.0.1:{bouncer.port} -> {options.target}")
     return 0
 
