@@ -5,6 +5,9 @@ Without TEST_DATABASE_URL the session starts the embedded PostgreSQL in a tempor
 with it, it uses that server. Either way the suite works in a database of its own, made at
 the start and dropped at the end, with every migration applied once. Tests isolate
 themselves by the rows they create (unique emails, their own authors), never by wiping.
+
+Tests of replication and of pooling get servers of their own: `clusters`, `replicated` and
+`sync_replicated` (tests/clusters.py), and `pgbouncer_for` (tests/pgbouncer.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from service import observability
 from service.database import migrations
 from service.database.embedded import EmbeddedPostgres
 from service.settings import Settings
+from tests.clusters import Clusters, Replicated, temporary_clusters, temporary_template
 from tests.helpers import (
     app_client,
     connect,
@@ -34,6 +38,7 @@ from tests.helpers import (
     fresh_database_name,
     unique_email,
 )
+from tests.pgbouncer import PgBouncer, require_pgbouncer, running_pgbouncer
 
 
 @contextmanager
@@ -177,3 +182,49 @@ def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
         logging.getLogger().handlers[:] = []
         logging.getLogger().setLevel(logging.WARNING)
         observability.REQUEST_LOG.handler = None
+
+
+# -- Clusters of the test's own (tests/clusters.py) and PgBouncer (tests/pgbouncer.py) ----
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[Path]:
+    """initdb once per session: every primary of `clusters` is a copy of it."""
+    with temporary_template() as template:
+        yield template
+
+
+@pytest.fixture
+def clusters(postgres_template: Path) -> Iterator[Clusters]:
+    """Makes primaries and standbys; all stopped and their folders removed afterwards."""
+    with temporary_clusters(postgres_template) as owner:
+        yield owner
+
+
+@pytest.fixture
+def replicated(clusters: Clusters) -> Replicated:
+    """A primary and one asynchronous streaming standby."""
+    primary = clusters.primary()
+    return Replicated(primary, clusters.standby(primary))
+
+
+@pytest.fixture
+def sync_replicated(clusters: Clusters) -> Replicated:
+    """A primary and its synchronous standby (`standby.promote()` clears the copied
+    synchronous_standby_names unless told to keep it)."""
+    primary = clusters.primary()
+    return Replicated(primary, clusters.standby(primary, synchronous=True))
+
+
+@pytest.fixture
+def pgbouncer_available() -> None:
+    """Skips the test without /usr/sbin/pgbouncer; fails it instead if REQUIRE_PGBOUNCER=1."""
+    require_pgbouncer()
+
+
+@pytest.fixture
+def pgbouncer_for(pgbouncer_available: None) -> Iterator[Callable[..., PgBouncer]]:
+    """`pgbouncer_for(url, **options)`: a started PgBouncer in front of the server of `url`
+    (options as `PgBouncer` takes them); every one stopped and removed afterwards."""
+    with ExitStack() as stack:
+        yield lambda url, **options: stack.enter_context(running_pgbouncer(url, **options))
