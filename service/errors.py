@@ -222,8 +222,9 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
         TimeoutError: _from_connection_error,
         asyncpg.ConnectionDoesNotExistError: _from_connection_error,
         asyncpg.InterfaceError: _from_connection_error,
-        # A multi-host DATABASE_URL found no host that accepts writes (a failover is on).
-        asyncpg.TargetServerAttributeNotMatched: _from_connection_error,
+        # A multi-host DATABASE_URL found no host that accepts writes (a failover is on),
+        # or the connection's protocol state broke under a server restart.
+        asyncpg.InternalClientError: _from_connection_error,
         Exception: _from_unexpected,
     }
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -62,7 +62,10 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
-    asyncpg.TargetServerAttributeNotMatched,
+    # The client's own state machine broke: seen behind PgBouncer when the server restarts
+    # under a statement (an error arrives between parse and execute). Also covers
+    # TargetServerAttributeNotMatched: no host of a multi-host URL accepts writes.
+    asyncpg.InternalClientError,
 )
 
 
@@ -167,11 +170,22 @@ class ServerPool:
         return connection
 
     async def release(self, connection: Connection, *, lost: bool = False) -> None:
+        """Give the connection back; never raises, since the request's answer is decided.
+
+        A connection that cannot be given back cleanly (its cancelled statement does not
+        drain, the server went away while it closed) is terminated instead: the pool opens
+        a new one when it needs it.
+        """
         if lost:
             # After a restart or failover every idle connection is dead too: replace them
             # all on their next use, so recovery costs one failed request, not one a slot.
             await self.pool.expire_connections()
-        await self.pool.release(connection)
+        try:
+            await self.pool.release(connection)
+        except Exception as error:
+            logger.info("%s: a connection was terminated at release (%s)", self.name, error)
+            with suppress(Exception):  # already detached from the pool, or already closed
+                connection.terminate()
 
     @asynccontextmanager
     async def connection(self, wait: float | None = None) -> AsyncIterator[Connection]:
