@@ -281,13 +281,15 @@ class Server:
 
     # -- SQL -----------------------------------------------------------------------------
 
-    def sql(self, query: str, *args: object, timeout: float = 10) -> list[asyncpg.Record]:
+    def sql(
+        self, query: str, *args: object, timeout: float = 10, database: str = "postgres"
+    ) -> list[asyncpg.Record]:
         """Run one statement (`$n` parameters) on a connection of its own; its rows."""
 
         async def fetch(connection: asyncpg.Connection) -> list[asyncpg.Record]:
             return await connection.fetch(query, *args)
 
-        return self._on_connection(fetch, timeout)
+        return self._on_connection(fetch, timeout, database)
 
     def value(self, query: str, *args: object, timeout: float = 10) -> Any:
         """The first column of the first row of `query`."""
@@ -295,10 +297,13 @@ class Server:
         return rows[0][0] if rows else None
 
     def _on_connection(
-        self, work: Callable[[asyncpg.Connection], Awaitable[T]], timeout: float
+        self,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        timeout: float,
+        database: str = "postgres",
     ) -> T:
         async def connected() -> T:
-            connection = await asyncpg.connect(self.url(), timeout=timeout)
+            connection = await asyncpg.connect(self.url(database), timeout=timeout)
             try:
                 return await asyncio.wait_for(work(connection), timeout)
             finally:
