@@ -24,7 +24,7 @@ class HealthController(Controller):
         """The process is up. Touches no database."""
         return Status("ok")
 
-    @get("/ready", operation_id="ready", responses=problem_responses(guarded=False))
+    @get("/ready", operation_id="ready", responses=problem_responses())
     async def ready(self, state: State) -> Status:
         """The database answers and every migration of this version is applied."""
         pool: asyncpg.Pool = state.pool
