@@ -18,7 +18,7 @@ from service.pagination import CursorCodec, cursor_key
 from service.posts.controller import PostController, list_user_posts
 from service.settings import Settings, SettingsError, from_env
 from service.users.controller import UserController
-from service.validation import QUERY_INT_DECODER, ClosedStructSchemaPlugin, QueryIntSchemaPlugin
+from service.validation import QUERY_DECODERS, ClosedStructSchemaPlugin, QuerySchemaPlugin
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -62,8 +62,8 @@ def create_app(settings: Settings) -> Litestar:
         # Not dependencies: Litestar resolves several dependencies of one handler in an
         # anyio task group, two tasks a request (~80 us); `state` is handed over as is.
         state=State({"settings": settings, "cursors": codec}),
-        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(), QueryIntSchemaPlugin()],
-        type_decoders=[QUERY_INT_DECODER],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(), QuerySchemaPlugin()],
+        type_decoders=QUERY_DECODERS,
         request_max_body_size=MAX_BODY_BYTES,
         # Logging is configured once by the process (observability), not per app.
         logging_config=None,

@@ -16,13 +16,16 @@ body, its success response and the problems it declares (`errors.problem_respons
 - links from a created resource to the operations on it and from a page to the next one,
   for callers and for schemathesis's stateful tests.
 
-And it takes out what Litestar adds on its own but the service never sends: its
+And it takes out what Litestar adds on its own but the service never sends or reads: its
 `ValidationException` shape (`application/json` with `status_code`, `detail`, `extra`), which
-it documents as a 400 of every operation with parameters.
+it documents as a 400 of every operation with parameters, and the `null` it allows for an
+optional parameter (`oneOf: [T, null]`: a query or header value is text, never null; an
+absent parameter is how a caller says none).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -38,6 +41,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     PathItem,
     Reference,
     Schema,
@@ -239,6 +243,9 @@ def _document_operation() -> Operation:
 
 
 def _complete_operation(operation: Operation, method: str, path: str, *, guarded: bool) -> None:
+    for parameter in operation.parameters or ():
+        if isinstance(parameter, Parameter) and isinstance(parameter.schema, Schema):
+            parameter.schema = _without_null(parameter.schema)
     responses = {
         status: response
         for status, response in (operation.responses or {}).items()
@@ -268,6 +275,23 @@ def _complete_operation(operation: Operation, method: str, path: str, *, guarded
         if links := LINKS.get((operation.operation_id or "", status)):
             response.links = dict(links)
     operation.responses = dict(sorted(responses.items()))
+
+
+def _without_null(schema: Schema) -> Schema:
+    """`oneOf: [T, null]` (with the constraints beside it) as `T` with those constraints."""
+    members = [
+        member
+        for member in schema.one_of or ()
+        if not (isinstance(member, Schema) and member.type == OpenAPIType.NULL)
+    ]
+    if schema.one_of is None or len(members) != 1 or not isinstance(members[0], Schema):
+        return schema
+    beside = {
+        field.name: value
+        for field in dataclasses.fields(Schema)
+        if field.name != "one_of" and (value := getattr(schema, field.name)) is not None
+    }
+    return dataclasses.replace(members[0], **beside)
 
 
 def _problem(status: int) -> OpenAPIResponse:

@@ -14,12 +14,14 @@ Python and another in ECMA-262, the regex dialect of JSON Schema). So a string m
 its pattern exactly when the service accepts it (tests/test_text_rules.py checks that on
 generated text).
 
-Query integers (`QueryInt`) are plain ASCII decimal digits: Litestar's lax conversion
-would read `1e2` as 100 and `5.0` as 5.
+Query integers (`QueryInt`) are plain ASCII decimal digits and query booleans
+(`QueryBool`) are `true` or `false`: Litestar's lax conversion would read `1e2` as 100,
+`5.0` as 5 and `null` as no value.
 """
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Self, TypeVar
@@ -298,27 +300,52 @@ class PositiveId(QueryInt):
     minimum = 1
 
 
+class _QueryBool(abc.ABC):  # noqa: B024 (a marker: its one member is bool, registered)
+    """A boolean query parameter: exactly `true` or `false` (msgspec's lax conversion would
+    also take `1`, `TRUE`, and `null` as none). Its values are real bools: bool cannot be
+    subclassed and asyncpg binds only real bools, so `bool` is registered as a virtual
+    subclass, which is what msgspec checks a decoder's result against."""
+
+
+_QueryBool.register(bool)
+if TYPE_CHECKING:
+    QueryBool = bool
+else:
+    QueryBool = _QueryBool
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):  # a handler's default
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("must be true or false")
+
+
 def _is_query_int(type_: Any) -> bool:
     return isinstance(type_, type) and issubclass(type_, QueryInt)
 
 
-QUERY_INT_DECODER: tuple[Callable[[Any], bool], Callable[[Any, Any], Any]] = (
-    _is_query_int,
-    lambda type_, value: type_.parse(value),
-)
-"""For `Litestar(type_decoders=[...])`: the query integers' own parsing."""
+QUERY_DECODERS: list[tuple[Callable[[Any], bool], Callable[[Any, Any], Any]]] = [
+    (_is_query_int, lambda type_, value: type_.parse(value)),
+    (lambda type_: type_ is _QueryBool, lambda _, value: _parse_bool(value)),
+]
+"""For `Litestar(type_decoders=...)`: the query values' own parsing."""
 
 
-class QueryIntSchemaPlugin(OpenAPISchemaPlugin):
-    """Documents a `QueryInt` as the integer it is, with its bounds."""
+class QuerySchemaPlugin(OpenAPISchemaPlugin):
+    """Documents a `QueryInt` as the integer it is, with its bounds, and a `QueryBool` as
+    a boolean."""
 
     @staticmethod
     def is_plugin_supported_type(value: Any) -> bool:
-        return _is_query_int(value)
+        return _is_query_int(value) or value is _QueryBool
 
     def to_openapi_schema(
         self, field_definition: FieldDefinition, schema_creator: SchemaCreator
     ) -> Schema:
+        if field_definition.annotation is _QueryBool:
+            return Schema(type=OpenAPIType.BOOLEAN)
         query_int: type[QueryInt] = field_definition.annotation
         return Schema(
             type=OpenAPIType.INTEGER, minimum=query_int.minimum, maximum=query_int.maximum
@@ -326,10 +353,12 @@ class QueryIntSchemaPlugin(OpenAPISchemaPlugin):
 
 
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
-    """Litestar's struct schemas, completed with what its own plugin leaves out:
+    """Litestar's struct schemas, completed with what its own plugin leaves out or bends:
     `additionalProperties: false` for `forbid_unknown_fields=True` (an unknown field is a
-    400 here), and the keywords of each field's `Meta(extra_json_schema=...)` beyond title,
-    description and examples (the text rules' `pattern`, `minLength`, `maxLength`)."""
+    400 here); the keywords of each field's `Meta(extra_json_schema=...)` beyond title,
+    description and examples (the text rules' `pattern`, `minLength`, `maxLength`); and
+    integer bounds as the exact integers they are (Litestar writes them as floats, and
+    2^63-1 as a float is 2^63, one past the largest id)."""
 
     def to_openapi_schema(
         self, field_definition: FieldDefinition, schema_creator: SchemaCreator
@@ -345,21 +374,29 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
             property_schema = (schema.properties or {}).get(field.encode_name)
             if not isinstance(property_schema, Schema):
                 continue
-            for keyword, value in _extra_json_schema(field.type).items():
+            extra, kind = _metadata(field.type)
+            for keyword, value in extra.items():
                 if keyword not in _CARRIED_BY_LITESTAR:
                     setattr(property_schema, aliases.get(keyword, keyword), value)
+            if isinstance(kind, msgspec.inspect.IntType):
+                for bound, schema_field in _INT_BOUNDS.items():
+                    if (limit := getattr(kind, bound)) is not None:
+                        setattr(property_schema, schema_field, limit)
         return schema
 
 
 _CARRIED_BY_LITESTAR = frozenset({"title", "description", "examples"})
+_INT_BOUNDS = {
+    "ge": "minimum",
+    "le": "maximum",
+    "gt": "exclusive_minimum",
+    "lt": "exclusive_maximum",
+}
 
 
-def _extra_json_schema(type_info: msgspec.inspect.Type) -> dict[str, Any]:
-    """The `extra_json_schema` of a field's `Meta`, also inside `T | UnsetType`."""
-    if isinstance(type_info, msgspec.inspect.UnionType):
-        return next(
-            (found for member in type_info.types if (found := _extra_json_schema(member))), {}
-        )
+def _metadata(type_info: msgspec.inspect.Type) -> tuple[dict[str, Any], msgspec.inspect.Type]:
+    """A field's `Meta(extra_json_schema=...)` and the type it annotates. (msgspec leaves
+    `UnsetType` out of a field's type, so `T | UnsetType` comes here as `T`.)"""
     if isinstance(type_info, msgspec.inspect.Metadata):
-        return dict(type_info.extra_json_schema or {})
-    return {}
+        return dict(type_info.extra_json_schema or {}), type_info.type
+    return {}, type_info

@@ -1,6 +1,7 @@
 """Strict at the edges (issue 11): a body that is not sent as JSON is a 415 and writes
-nothing, on every operation with a body; query integers are plain decimal digits; and one
-rule for a bad `email` filter (a 400, whether malformed or over-long)."""
+nothing, on every operation with a body; query integers are plain decimal digits and
+`published` is `true` or `false`; and one rule for a bad filter value, the `email` one
+included: a 400 naming it, whether malformed or over-long."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ async def test_a_form_encoded_body_holding_json_is_415_even_with_an_idempotency_
 # -- query integers ------------------------------------------------------------------------
 
 NOT_PLAIN_DIGITS = [
-    *("1e2", "5.0", "+5", "0x10", "-5", " 5", "5 ", "1_0", "", "5a"),
+    *("1e2", "5.0", "+5", "0x10", "-5", " 5", "5 ", "1_0", "", "5a", "null"),
     *("\uff15", "\u0665"),  # FULLWIDTH and ARABIC-INDIC DIGIT FIVE: str.isdigit() says yes
 ]
 
@@ -161,6 +162,14 @@ async def test_plain_digits_are_read_as_the_number_they_write(client, user):
         assert len(response.json()["items"]) == expected
     padded = await client.get("/posts", params={"author_id": f"000{user['id']}"})
     assert {post["author_id"] for post in padded.json()["items"]} == {user["id"]}
+
+
+@pytest.mark.parametrize("value", ["1", "0", "TRUE", "True", "yes", "null", ""])
+async def test_published_that_is_not_true_or_false_is_400_naming_it(client, user, value):
+    for path in ("/posts", f"/users/{user['id']}/posts"):
+        response = await client.get(path, params={"published": value})
+        problem = assert_problem(response, 400, field="published")
+        assert problem["errors"] == [{"field": "published", "message": "must be true or false"}]
 
 
 # -- the email filter ------------------------------------------------------------------------

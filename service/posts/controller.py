@@ -19,9 +19,11 @@ from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
 from service.users.queries import user_exists
-from service.validation import MAX_ID, PositiveId, StrictBody
+from service.validation import MAX_ID, PositiveId, QueryBool, StrictBody
 
-Published = Annotated[bool | None, QueryParameter(description="Only posts with this `published`.")]
+Published = Annotated[
+    QueryBool | None, QueryParameter(description="Only posts with this `published`.")
+]
 AuthorFilter = Annotated[
     PositiveId | None, QueryParameter(description="Only posts of this author.")
 ]
