@@ -2,8 +2,8 @@
 
 Every check is on. A failure is dropped here only when the service's answer shows it is
 exactly one of these cases, by status, field and message (never by status alone), so any
-other refusal of schema-valid data still fails the run. Schemathesis counts what it drops
-("dropped by `filter_failure`") in its summary.
+other refusal of schema-valid data still fails the run. Schemathesis counts what is dropped
+("dropped by `filter_failure`") in its summary, and run.sh prints the tally by exception.
 
 Rules of the contract that a JSON Schema cannot state (README, "What the schema cannot
 say"), so that schemathesis's positive data meets them and a correct service refuses it:
@@ -28,6 +28,7 @@ A framework bug:
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import schemathesis
@@ -55,37 +56,44 @@ def _integral_float_fields(case: Any) -> set[str]:
     }
 
 
-def _is_a_rule_no_schema_states(case: Any, response: Any) -> bool:
+def _rule_no_schema_states(case: Any, response: Any) -> str | None:
+    """Which rule of the contract a refusal of schema-valid data is, if it is one."""
     status, problem = response.status_code, _problem(response)
-    if status == 400:
-        return (
-            _names_only(problem, "cursor", "is not a cursor this listing issued")
-            or _names_only(problem, "email", "must be at most 320 characters once lower-cased")
-            or any(
-                _names_only(problem, field, "Expected `int`, got `float`")
-                for field in _integral_float_fields(case)
-            )
-        )
-    if status == 422:
-        return _names_only(problem, "author_id", "names no user") or _names_only(
-            problem, "Idempotency-Key", "was used with another request body"
-        )
-    if status == 412:
-        return "if-match" in {name.lower() for name in response.request.headers}
-    if status == 413:
-        return len(response.request.body or b"") > MAX_BODY_BYTES
+    named = {
+        (400, "cursor", "is not a cursor this listing issued"): "a cursor the service issued",
+        (400, "email", "must be at most 320 characters once lower-cased"): "email lower-cased",
+        (422, "author_id", "names no user"): "an existing author",
+        (422, "Idempotency-Key", "was used with another request body"): "an unused key",
+    }
+    for (rule_status, field, message), rule in named.items():
+        if status == rule_status and _names_only(problem, field, message):
+            return rule
+    if status == 400 and any(
+        _names_only(problem, field, "Expected `int`, got `float`")
+        for field in _integral_float_fields(case)
+    ):
+        return "integers without a fraction"
+    if status == 412 and "if-match" in {name.lower() for name in response.request.headers}:
+        return "a matching If-Match"
+    if status == 413 and len(response.request.body or b"") > MAX_BODY_BYTES:
+        return "a body within 1 MiB"
+    return None
+
+
+def _dropped(exception: str, case: Any) -> bool:
+    """Note the exception in $FUZZ_DROPPED (run.sh prints the tally), and drop the failure."""
+    if path := os.environ.get("FUZZ_DROPPED"):
+        with open(path, "a", encoding="utf-8") as tally:
+            tally.write(f"{exception}: {case.operation.label}\n")
     return False
-
-
-def _is_litestar_options_allow(response: Any) -> bool:
-    return response.request.method == "OPTIONS"
 
 
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """Keep every failure but the named exceptions above."""
     if isinstance(failure, RejectedPositiveData):
-        return not _is_a_rule_no_schema_states(case, response)
-    if isinstance(failure, AllowHeaderMismatch):
-        return not _is_litestar_options_allow(response)
+        rule = _rule_no_schema_states(case, response)
+        return True if rule is None else _dropped(rule, case)
+    if isinstance(failure, AllowHeaderMismatch) and response.request.method == "OPTIONS":
+        return _dropped("Litestar's OPTIONS Allow (#4169)", case)
     return True

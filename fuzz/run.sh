@@ -115,12 +115,13 @@ schemathesis_run() {  # a pass's name, its time bound in seconds, then schemathe
             --report-ndjson-path "$(realpath "$FUZZ_REPORT_DIR")/$name.ndjson")
     fi
     echo "== schemathesis: $name (seed $SEED, at most $EXAMPLES examples per operation)"
+    local dropped="$workdir/dropped-$name.txt" status=0
     # No example database (one of past failures would make runs differ), and from the
     # throw-away folder, where schemathesis and hypothesis leave their caches. One worker,
     # so that a seed reproduces the same requests in the same order.
     (
         cd "$workdir"
-        SCHEMATHESIS_HOOKS="$ROOT/fuzz/hooks.py" \
+        SCHEMATHESIS_HOOKS="$ROOT/fuzz/hooks.py" FUZZ_DROPPED="$dropped" \
             timeout --signal=TERM --kill-after=10 "$timeout_seconds" \
             "$ROOT/$BIN/schemathesis" --config-file "$ROOT/fuzz/schemathesis.toml" \
             run "$base/schema/openapi.json" \
@@ -133,7 +134,12 @@ schemathesis_run() {  # a pass's name, its time bound in seconds, then schemathe
             --header "Authorization: Bearer $token" \
             "${reports[@]}" \
             "$@"
-    )
+    ) || status=$?
+    if [[ -s "$dropped" ]]; then
+        echo "== $name: failures dropped as the named exceptions of fuzz/hooks.py"
+        sort "$dropped" | uniq -c | sort -rn
+    fi
+    return "$status"
 }
 
 # Each pass gets a service and database of its own: schemathesis judges what it sees by what
