@@ -23,47 +23,14 @@ BIN="$VENV/bin"
 REQUIREMENTS=clientgen/requirements.txt
 PACKAGE=posts_service_client
 
-# -- tools ---------------------------------------------------------------------------------
-# The service's own pins first (a no-op when `make test` ran), then the generator's on top.
-make --no-print-directory --quiet install
-stamp="$VENV/.clientgen-requirements-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
-if [[ ! -e "$stamp" ]]; then
-    echo "== installing $REQUIREMENTS into $VENV"
-    "$BIN/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-    rm -f "$VENV"/.clientgen-requirements-*
-    touch "$stamp"
-fi
-
-# -- the service -----------------------------------------------------------------------------
-workdir="$(mktemp -d "${TMPDIR:-/tmp}/posts-service-clientgen.XXXXXX")"
-# shellcheck source=loadtests/service.sh
-source loadtests/service.sh
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_service
-    if [[ $status -ne 0 && -s "$workdir/service.log" ]]; then
-        echo "== the service's log (last 40 lines)" >&2
-        tail -n 40 "$workdir/service.log" >&2 || true
-    fi
-    rm -rf "$workdir"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port="${CLIENTGEN_PORT:-$("$BIN/python" -c '
-import socket
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-')}"
+# shellcheck source=fuzz/live_service.sh
+source fuzz/live_service.sh
+install_requirements "$REQUIREMENTS"
+open_workdir clientgen
+port="${CLIENTGEN_PORT:-$(free_port)}"
 base="http://127.0.0.1:$port"
 # Authentication on, as in production: a throw-away token with both scopes.
-token="$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
-token_line="clientgen read,write $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
+make_token clientgen
 
 echo "== starting the service on $base"
 DATA_DIR="$workdir/data" HOST=127.0.0.1 PORT="$port" LOG_LEVEL=WARNING WORKERS=1 \

@@ -9,9 +9,10 @@ Rules of the contract that a JSON Schema cannot state (README, "What the schema 
 say"), so that schemathesis's positive data meets them and a correct service refuses it:
 
 - a cursor the service did not issue: 400 `cursor` (cursors are signed);
-- an `author_id` that names no existing user: 422 `author_id`;
+- an `author_id` that names no existing user: 422 `author_id` (and GET /users/{id} is 404);
 - an `Idempotency-Key` already used with another body: 422 `Idempotency-Key`;
-- an `If-Match` that does not match the current `ETag`: 412, nothing changed;
+- an `If-Match` that does not match the current `ETag`: 412 (checked against a GET of the
+  resource: a 412 for its current tag, or for a missing resource, stays a failure);
 - an email whose lower-cased form is over 320 characters ('\u0130' becomes two): 400 `email`;
 - a body over 1 MiB (JSON Schema counts characters, not bytes): 413;
 - an integer written with a fraction or an exponent (`1.0`, `1e0`): JSON Schema's `integer`
@@ -30,7 +31,9 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import urljoin
 
+import requests
 import schemathesis
 from schemathesis.openapi.checks import AllowHeaderMismatch, RejectedPositiveData
 
@@ -56,24 +59,49 @@ def _integral_float_fields(case: Any) -> set[str]:
     }
 
 
+def _get(response: Any, path: str | None = None) -> requests.Response:
+    """GET the request's own URL (or `path` on the same service) with its token."""
+    request = response.request
+    url = request.url if path is None else urljoin(request.url, path)
+    token = request.headers.get("Authorization")
+    return requests.get(url, headers={"Authorization": token} if token else {}, timeout=10)
+
+
+def _if_match_is_stale(response: Any) -> bool:
+    """The `If-Match` sent names no tag the resource has now (which the service must
+    answer with 412); a 412 for a matching tag, or for a missing resource, stays a failure."""
+    sent = response.request.headers.get("If-Match")
+    if sent is None or sent.strip() == "*":
+        return False
+    current = _get(response)
+    tags = {tag.strip() for tag in sent.split(",")}
+    return current.status_code == 200 and current.headers.get("ETag") not in tags
+
+
+def _names_no_user(case: Any, response: Any) -> bool:
+    author = case.body.get("author_id") if isinstance(case.body, dict) else None
+    return isinstance(author, int) and _get(response, f"/users/{author}").status_code == 404
+
+
 def _rule_no_schema_states(case: Any, response: Any) -> str | None:
     """Which rule of the contract a refusal of schema-valid data is, if it is one."""
     status, problem = response.status_code, _problem(response)
-    named = {
-        (400, "cursor", "is not a cursor this listing issued"): "a cursor the service issued",
-        (400, "email", "must be at most 320 characters once lower-cased"): "email lower-cased",
-        (422, "author_id", "names no user"): "an existing author",
-        (422, "Idempotency-Key", "was used with another request body"): "an unused key",
-    }
-    for (rule_status, field, message), rule in named.items():
-        if status == rule_status and _names_only(problem, field, message):
-            return rule
-    if status == 400 and any(
-        _names_only(problem, field, "Expected `int`, got `float`")
-        for field in _integral_float_fields(case)
-    ):
-        return "integers without a fraction"
-    if status == 412 and "if-match" in {name.lower() for name in response.request.headers}:
+    if status == 400:
+        if _names_only(problem, "cursor", "is not a cursor this listing issued"):
+            return "a cursor the service issued"
+        if _names_only(problem, "email", "must be at most 320 characters once lower-cased"):
+            return "an email within 320 characters once lower-cased"
+        if any(
+            _names_only(problem, field, "Expected `int`, got `float`")
+            for field in _integral_float_fields(case)
+        ):
+            return "integers without a fraction"
+    if status == 422:
+        if _names_only(problem, "author_id", "names no user") and _names_no_user(case, response):
+            return "an existing author"
+        if _names_only(problem, "Idempotency-Key", "was used with another request body"):
+            return "an unused Idempotency-Key"
+    if status == 412 and _if_match_is_stale(response):
         return "a matching If-Match"
     if status == 413 and len(response.request.body or b"") > MAX_BODY_BYTES:
         return "a body within 1 MiB"

@@ -24,49 +24,14 @@ VENV=.venv
 BIN="$VENV/bin"
 REQUIREMENTS=fuzz/requirements.txt
 
-# -- tools ---------------------------------------------------------------------------------
-# The service's own pins first (a no-op when `make test` ran), then the fuzzer's on top.
-make --no-print-directory --quiet install
-stamp="$VENV/.fuzz-requirements-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
-if [[ ! -e "$stamp" ]]; then
-    echo "== installing $REQUIREMENTS into $VENV"
-    "$BIN/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-    rm -f "$VENV"/.fuzz-requirements-*
-    touch "$stamp"
-fi
-
-# -- the service -----------------------------------------------------------------------------
-workdir="$(mktemp -d "${TMPDIR:-/tmp}/posts-service-fuzz.XXXXXX")"
-# shellcheck source=loadtests/service.sh
-source loadtests/service.sh
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_service
-    if [[ $status -ne 0 && -s "$workdir/service.log" ]]; then
-        echo "== the service's log (last 60 lines)" >&2
-        tail -n 60 "$workdir/service.log" >&2 || true
-    fi
-    rm -rf "$workdir"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port="${FUZZ_PORT:-$("$BIN/python" -c '
-import socket
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-')}"
+# shellcheck source=fuzz/live_service.sh
+source fuzz/live_service.sh
+install_requirements "$REQUIREMENTS"
+open_workdir fuzz
+port="${FUZZ_PORT:-$(free_port)}"
 base="http://127.0.0.1:$port"
-
-# Authentication on, as in production: one throw-away token with both scopes, known only to
-# this run (the service keeps its SHA-256; schemathesis sends it and masks it in reports).
-token="$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
-token_line="fuzz read,write $(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
+# Authentication on, as in production: one throw-away token with both scopes.
+make_token fuzz
 
 start_fresh_service() {  # a name for its data folder
     local data="$workdir/$1"

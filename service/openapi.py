@@ -142,15 +142,22 @@ _AUTHOR = "$response.body#/author_id"
 _ETAG = "$response.header.ETag"
 _NEXT = "$response.body#/next_cursor"
 
+
+def _on_created(resource: str, id_parameter: str) -> dict[str, Link]:
+    """From a created resource to reading it, and to changing or deleting it under the
+    `ETag` its creation answered (`getUser`, `patchUser`, `deleteUser` for "User")."""
+    by_id = {id_parameter: _ID}
+    unchanged_since = {**by_id, "header.If-Match": _ETAG}
+    return {
+        f"Get{resource}": Link(operation_id=f"get{resource}", parameters=by_id),
+        f"Patch{resource}": Link(operation_id=f"patch{resource}", parameters=unchanged_since),
+        f"Delete{resource}": Link(operation_id=f"delete{resource}", parameters=unchanged_since),
+    }
+
+
 LINKS: dict[tuple[str, str], dict[str, Link]] = {
     ("createUser", "201"): {
-        "GetUser": Link(operation_id="getUser", parameters={"user_id": _ID}),
-        "PatchUser": Link(
-            operation_id="patchUser", parameters={"user_id": _ID, "header.If-Match": _ETAG}
-        ),
-        "DeleteUser": Link(
-            operation_id="deleteUser", parameters={"user_id": _ID, "header.If-Match": _ETAG}
-        ),
+        **_on_created("User", "user_id"),
         "ListPostsOfUser": Link(operation_id="listUserPosts", parameters={"user_id": _ID}),
         "FindUserByEmail": Link(
             operation_id="listUsers", parameters={"email": "$response.body#/email"}
@@ -158,13 +165,7 @@ LINKS: dict[tuple[str, str], dict[str, Link]] = {
         "CreatePostOfUser": Link(operation_id="createPost", request_body={"author_id": _ID}),
     },
     ("createPost", "201"): {
-        "GetPost": Link(operation_id="getPost", parameters={"post_id": _ID}),
-        "PatchPost": Link(
-            operation_id="patchPost", parameters={"post_id": _ID, "header.If-Match": _ETAG}
-        ),
-        "DeletePost": Link(
-            operation_id="deletePost", parameters={"post_id": _ID, "header.If-Match": _ETAG}
-        ),
+        **_on_created("Post", "post_id"),
         "GetAuthor": Link(operation_id="getUser", parameters={"user_id": _AUTHOR}),
         "ListPostsOfAuthor": Link(operation_id="listPosts", parameters={"author_id": _AUTHOR}),
     },

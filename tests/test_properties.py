@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from hypothesis import HealthCheck, event, example, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
@@ -30,15 +30,7 @@ from service.pagination import CursorCodec
 from service.posts.models import PostCreate, PostPatch
 from service.users.models import UserCreate, UserPatch
 from service.validation import MAX_ID, InvalidField, TextRule, decode, email
-from tests.helpers import unique_email
-
-REPRODUCIBLE = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=200,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+from tests.helpers import REPRODUCIBLE, unique_email
 
 # -- strategies ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from service.posts.models import BODY, TITLE
@@ -28,14 +28,9 @@ from service.validation import (
     TextRule,
     email,
 )
+from tests.helpers import REPRODUCIBLE as PROPERTY_TESTS
 
-REPRODUCIBLE = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=400,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+REPRODUCIBLE = settings(PROPERTY_TESTS, max_examples=400)
 
 # Where Python's str.strip(), ECMA-262's \s and Unicode's White_Space disagree, and what is
 # near the rules' edges: NUL, '@', a character lower() makes two, one outside the BMP.
