@@ -208,17 +208,17 @@ def config(settings: Settings) -> OpenAPIConfig:
 def complete(app: Litestar, settings: Settings) -> None:
     """Complete the app's document in place (Litestar builds it once and serves that)."""
     document = app.openapi_schema
-    paths = document.paths if document.paths is not None else {}
-    paths[DOCUMENT_PATH] = PathItem(get=_document_operation())
+    document.paths = {**(document.paths or {}), DOCUMENT_PATH: PathItem(get=_document_operation())}
+    tokens = not settings.auth_disabled
     open_paths = open_prefixes(settings)
-    for path, item in paths.items():
+    for path, item in document.paths.items():
         for method in ("get", "post", "patch", "delete"):
             operation: Operation | None = getattr(item, method)
             if operation is None:
                 continue
-            guarded = not settings.auth_disabled and not path.startswith(open_paths)
-            _complete_operation(operation, method, path, guarded=guarded)
-            if not settings.auth_disabled and not guarded:
+            is_open = path.startswith(open_paths)
+            _complete_operation(operation, method, path, guarded=tokens and not is_open)
+            if tokens and is_open:
                 operation.security = []
     _check_problem_schema(document)
 
@@ -261,21 +261,21 @@ def _complete_operation(operation: Operation, method: str, path: str, *, guarded
         responses.setdefault(str(code), _problem(code))
 
     kind = _kind(method, path)
-    success = SUCCESS_HEADERS.get(kind, ()) if kind is not None else ()
     for status, response in responses.items():
-        if not isinstance(response, OpenAPIResponse):
-            continue
-        code = int(status)
-        headers = [*EVERY_RESPONSE, *HEADERS_BY_STATUS.get(code, ())]
-        if 200 <= code < 300 or code == 304:
-            headers += success
-        response.headers = {
-            **(response.headers or {}),
-            **{header.name: header.spec() for header in headers},
-        }
-        if links := LINKS.get((operation.operation_id or "", status)):
-            response.links = dict(links)
+        if isinstance(response, OpenAPIResponse):
+            headers = _headers(int(status), kind)
+            response.headers = {**(response.headers or {}), **headers}
+            if links := LINKS.get((operation.operation_id or "", status)):
+                response.links = dict(links)
     operation.responses = dict(sorted(responses.items()))
+
+
+def _headers(status: int, kind: Kind | None) -> dict[str, OpenAPIHeader]:
+    """The headers a response of this status carries, for an operation of this kind."""
+    headers = [*EVERY_RESPONSE, *HEADERS_BY_STATUS.get(status, ())]
+    if kind is not None and (200 <= status < 300 or status == 304):
+        headers += SUCCESS_HEADERS[kind]
+    return {header.name: header.spec() for header in headers}
 
 
 def _without_null(schema: Schema) -> Schema:
