@@ -8,11 +8,8 @@ from contextlib import asynccontextmanager, nullcontext
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
-from service import auth, idempotency, observability, tracing
+from service import auth, idempotency, observability, openapi, tracing
 from service.database import routing
 from service.errors import problem_details_plugin
 from service.health import HealthController
@@ -22,7 +19,7 @@ from service.posts.controller import PostController, list_user_posts
 from service.sessions import provide_session
 from service.settings import Settings, SettingsError, from_env
 from service.users.controller import UserController
-from service.validation import ClosedStructSchemaPlugin
+from service.validation import QUERY_DECODERS, ClosedStructSchemaPlugin, QuerySchemaPlugin
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -63,28 +60,14 @@ def create_app(settings: Settings) -> Litestar:
         # Not dependencies: Litestar resolves several dependencies of one handler in an
         # anyio task group, two tasks a request (~80 us); `state` is handed over as is.
         state=State({"settings": settings, "cursors": codec}),
-        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(), QuerySchemaPlugin()],
+        type_decoders=QUERY_DECODERS,
         request_max_body_size=MAX_BODY_BYTES,
         # Logging is configured once by the process (observability), not per app.
         logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="Posts service",
-            version="1.0.0",
-            description="Users and their posts, as JSON. The contract is API.md.",
-            path="/schema",
-            render_plugins=[JsonRenderPlugin()],
-            components=Components(
-                security_schemes={
-                    "bearer": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="A service token; GET needs scope read, writes need write.",
-                    )
-                }
-            ),
-            security=None if settings.auth_disabled else [{"bearer": []}],
-        ),
+        openapi_config=openapi.config(settings),
     )
+    openapi.complete(app, settings)
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
     observed = observability.RequestObserver(
         RequestLimits(auth.protect(app.asgi_handler, settings)),

@@ -127,6 +127,17 @@ class TokenGate:
         await self.app(scope, receive, send)
 
 
+def open_prefixes(settings: Settings) -> tuple[str, ...]:
+    """The path prefixes the token gate lets through without a token (the OpenAPI
+    document marks their operations `security: []`)."""
+    prefixes: tuple[str, ...] = ("/health/",)
+    if settings.metrics_public:
+        prefixes += ("/metrics",)
+    if settings.schema_public:
+        prefixes += ("/schema",)
+    return prefixes
+
+
 def protect(app: ASGIApp, settings: Settings) -> ASGIApp:
     """`app` behind the token gate; `app` itself when auth is disabled."""
     if settings.auth_disabled:
@@ -134,12 +145,7 @@ def protect(app: ASGIApp, settings: Settings) -> ASGIApp:
     tokens = load_tokens(settings)
     if not tokens:
         raise SettingsError(NO_TOKENS)
-    open_prefixes: tuple[str, ...] = ("/health/",)
-    if settings.metrics_public:
-        open_prefixes += ("/metrics",)
-    if settings.schema_public:
-        open_prefixes += ("/schema",)
-    return TokenGate(app, tokens, open_prefixes=open_prefixes)
+    return TokenGate(app, tokens, open_prefixes=open_prefixes(settings))
 
 
 def new_token(name: str, scopes: list[str]) -> tuple[str, str]:

@@ -53,30 +53,36 @@ class Problem(msgspec.Struct):
     errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
 
 
-_MEANINGS = {
-    400: "Invalid body, query or cursor; `errors` names each bad field",
-    401: "No valid bearer token (when tokens are configured)",
+MEANINGS = {
+    400: "Invalid body, query, cursor or Consistency-Token; `errors` names each bad field",
+    401: "No valid bearer token",
     403: "The token lacks the scope: read for GET, write for POST, PATCH and DELETE",
     404: "No such resource (also an id that is not a positive 64-bit integer)",
-    409: "Conflict: the email is already taken",
+    408: "The body did not arrive within 10 seconds",
+    409: "Conflict: the email is taken, or a request with this Idempotency-Key is in flight",
     412: "`If-Match` does not match the current `ETag`; nothing changed",
     413: "The body is larger than 1 MiB",
+    414: "The query string is longer than 4 KiB",
+    415: "The body is not sent as `Content-Type: application/json`; nothing changed",
     422: "`author_id` names no user, or the Idempotency-Key was used with another body",
+    431: "More than 100 headers, or more than 16 KiB of them",
     503: "The database is unavailable; retry after `Retry-After` seconds",
 }
+"""What each error status means, as the OpenAPI document describes it."""
 
 
-def problem_responses(*statuses: int, guarded: bool = True) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the errors an operation can answer: these, 503, and for a
-    guarded operation 401 and 403."""
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors a handler can answer: these, and 503 (it uses the
+    database). The statuses of the layers in front of the handlers (token gate, limits,
+    body checks) are added to the document by `service.openapi`."""
     return {
         status: ResponseSpec(
             data_container=Problem,
-            description=_MEANINGS[status],
+            description=MEANINGS[status],
             media_type="application/problem+json",
             generate_examples=False,
         )
-        for status in (*statuses, *((401, 403) if guarded else ()), 503)
+        for status in (*statuses, 503)
     }
 
 
@@ -148,7 +154,7 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
 def _from_validation_exception(exc: ValidationException) -> ProblemDetailsException:
     """Litestar's own validation (query and path parameters, JSON syntax) as field errors."""
     errors = [
-        FieldError(field=str(item.get("key") or "body"), message=str(item.get("message")))
+        _field_error(item)
         for item in (exc.extra if isinstance(exc.extra, list) else [])
         if isinstance(item, dict)
     ]
@@ -156,6 +162,13 @@ def _from_validation_exception(exc: ValidationException) -> ProblemDetailsExcept
         errors = [FieldError(field="body", message=str(exc.detail))]
     # Not Litestar's detail: it repeats the query string, which is the caller's input.
     return problem(400, INVALID_FIELDS, errors=errors)
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    if item.get("source") == "body" and item.get("key") == "data":
+        # An empty body: Litestar hands the handler no `data` at all.
+        return FieldError("body", "is required: a JSON object")
+    return FieldError(field=str(item.get("key") or "body"), message=str(item.get("message")))
 
 
 def _from_invalid_input(exc: InvalidInput) -> ProblemDetailsException:

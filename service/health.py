@@ -60,7 +60,7 @@ class HealthController(Controller):
         """The process is up. Touches no database."""
         return Status("ok")
 
-    @get("/ready", operation_id="ready", responses=problem_responses(guarded=False))
+    @get("/ready", operation_id="ready", responses=problem_responses())
     async def ready(self, state: State) -> Readiness:
         """The primary answers, every migration of this version is applied, and commits
         complete; each replica's state as last checked."""

@@ -48,6 +48,8 @@ IdempotencyKey = Annotated[
         required=False,
         description="1 to 255 printable ASCII characters; a retry with the same key and "
         "body gets the first response again and writes nothing.",
+        # What `_check` accepts, as it can arrive: HTTP drops spaces around a header value.
+        schema_extra={"pattern": "^[!-~](?:[ -~]{0,253}[!-~])?$"},
     ),
 ]
 

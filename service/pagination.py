@@ -21,16 +21,22 @@ from typing import Annotated, TypeVar
 from litestar.params import QueryParameter
 
 from service.errors import FieldError, InvalidInput
-from service.validation import MAX_ID
+from service.validation import MAX_ID, QueryInt
 
 T = TypeVar("T")
 
-DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-Limit = Annotated[
-    int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")
-]
+
+class PageSize(QueryInt):
+    """`limit`: 1 to 200 items a page."""
+
+    minimum = 1
+    maximum = MAX_LIMIT
+
+
+DEFAULT_LIMIT = PageSize(50)
+Limit = Annotated[PageSize, QueryParameter(description=f"Items per page, 1 to {MAX_LIMIT}.")]
 Cursor = Annotated[
     str | None,
     QueryParameter(max_length=200, description="The `next_cursor` of the previous page."),

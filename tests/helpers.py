@@ -13,9 +13,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from hypothesis import HealthCheck, settings
 
 from service.app import create_app
 from service.settings import Settings
+
+REPRODUCIBLE = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+"""Hypothesis settings of the property tests: derandomized (the examples follow from the
+test's name, not a clock), no example database, no deadline: a CI run is reproducible."""
 
 
 @asynccontextmanager

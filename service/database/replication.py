@@ -39,8 +39,9 @@ REPLICA_CHECK_TIMEOUT_SECONDS = 1.0
 HISTORY_SECONDS = 60.0
 
 TOKEN_HEADER = "Consistency-Token"  # noqa: S105 (a header name, not a secret)
-_TOKEN = re.compile(r"1\.([0-9]{1,19})")
-MAX_TRANSACTION_ID = 2**63 - 1
+TOKEN_PATTERN = r"1\.(0|[1-9][0-9]{0,17})"  # noqa: S105 (a format, not a secret)
+"""A format version, then a transaction id of up to 18 digits (ids are far smaller)."""
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 class InvalidToken(ValueError):
@@ -53,8 +54,8 @@ def encode_token(transaction_id: int) -> str:
 
 
 def decode_token(token: str) -> int:
-    match = _TOKEN.fullmatch(token.strip())
-    if match is None or int(match[1]) > MAX_TRANSACTION_ID:
+    match = _TOKEN.fullmatch(token)
+    if match is None:
         raise InvalidToken(token)
     return int(match[1])
 

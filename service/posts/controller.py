@@ -19,11 +19,13 @@ from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
 from service.users.queries import user_exists
-from service.validation import MAX_ID, StrictBody
+from service.validation import MAX_ID, PositiveId, QueryBool, StrictBody
 
-Published = Annotated[bool | None, QueryParameter(description="Only posts with this `published`.")]
+Published = Annotated[
+    QueryBool | None, QueryParameter(description="Only posts with this `published`.")
+]
 AuthorFilter = Annotated[
-    int | None, QueryParameter(ge=1, le=MAX_ID, description="Only posts of this author.")
+    PositiveId | None, QueryParameter(description="Only posts of this author.")
 ]
 
 
@@ -79,7 +81,7 @@ class PostController(Controller):
         operation_id="createPost",
         dto=StrictBody[PostCreate],
         return_dto=None,
-        responses=problem_responses(400, 413, 422),
+        responses=problem_responses(400, 409, 422),
     )
     async def create_post(
         self,
@@ -130,7 +132,7 @@ class PostController(Controller):
         operation_id="patchPost",
         dto=StrictBody[PostPatch],
         return_dto=None,
-        responses=problem_responses(400, 404, 412, 413),
+        responses=problem_responses(400, 404, 412),
     )
     async def patch_post(
         self,

@@ -12,23 +12,33 @@ from service import validation
 AuthorId = Annotated[
     int, msgspec.Meta(ge=1, le=validation.MAX_ID, description="Id of an existing user.")
 ]
+TITLE = validation.TextRule(min_length=1, max_length=200, trim=True)
 Title = Annotated[
     str,
     msgspec.Meta(
-        description="1 to 200 characters after trimming; stored trimmed.", examples=["Hello"]
+        description="1 to 200 characters after trimming; stored trimmed.",
+        examples=["Hello"],
+        extra_json_schema=TITLE.json_schema(),
     ),
 ]
+BODY = validation.TextRule(min_length=0, max_length=100_000, trim=False)
 Body = Annotated[
-    str, msgspec.Meta(max_length=100_000, description="0 to 100,000 characters, stored as sent.")
+    str,
+    msgspec.Meta(
+        # Checked by msgspec too, on every occurrence of the key, before the struct is built.
+        max_length=BODY.max_length,
+        description="0 to 100,000 characters, stored as sent.",
+        extra_json_schema=BODY.json_schema(),
+    ),
 ]
 
 
 def _title(value: str) -> str:
-    return validation.text("title", value, min_length=1, max_length=200, trim=True)
+    return TITLE.check("title", value)
 
 
 def _body(value: str) -> str:
-    return validation.text("body", value, min_length=0, max_length=100_000, trim=False)
+    return BODY.check("body", value)
 
 
 class PostCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -17,7 +17,7 @@ from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
 from service.users import queries
 from service.users.models import User, UserCreate, UserPage, UserPatch
-from service.validation import StrictBody, query_text
+from service.validation import EMAIL_SCHEMA, StrictBody, query_email
 
 
 class UserController(Controller):
@@ -29,7 +29,7 @@ class UserController(Controller):
         operation_id="createUser",
         dto=StrictBody[UserCreate],
         return_dto=None,
-        responses=problem_responses(400, 409, 413, 422),
+        responses=problem_responses(400, 409, 422),
     )
     async def create_user(
         self,
@@ -54,12 +54,17 @@ class UserController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
         email: Annotated[
-            str | None, QueryParameter(description="Exact email, ignoring case and whitespace.")
+            str | None,
+            QueryParameter(
+                description="Exact email, ignoring case and surrounding whitespace; one that "
+                "no user could have (the rule of a user's email) is a 400.",
+                schema_extra=EMAIL_SCHEMA,
+            ),
         ] = None,
     ) -> UserPage:
         after_id = 0 if cursor is None else state.cursors.decode("users", cursor)
         if email is not None:
-            email = query_text("email", email, max_length=320).lower()
+            email = query_email(email)
         rows = await queries.list_users(session, after_id=after_id, count=limit + 1, email=email)
         items, last_id = split_page(rows, limit, lambda user: user.id)
         next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
@@ -84,7 +89,7 @@ class UserController(Controller):
         operation_id="patchUser",
         dto=StrictBody[UserPatch],
         return_dto=None,
-        responses=problem_responses(400, 404, 409, 412, 413),
+        responses=problem_responses(400, 404, 409, 412),
     )
     async def patch_user(
         self,

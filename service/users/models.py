@@ -9,24 +9,31 @@ import msgspec
 
 from service import validation
 
+EMAIL_DESCRIPTION = (
+    "At most 320 characters, one '@' with text on both sides and no whitespace (whitespace "
+    "around it is trimmed). Stored trimmed and lower-cased; unique across users, ignoring case."
+)
 Email = Annotated[
     str,
     msgspec.Meta(
-        description="3 to 320 characters after trimming, one '@' with text on both sides, no "
-        "whitespace. Stored trimmed and lower-cased; unique across users, ignoring case.",
+        description=EMAIL_DESCRIPTION,
         examples=["ada@example.com"],
+        extra_json_schema=validation.EMAIL_SCHEMA,
     ),
 ]
+NAME = validation.TextRule(min_length=1, max_length=100, trim=True)
 Name = Annotated[
     str,
     msgspec.Meta(
-        description="1 to 100 characters after trimming; stored trimmed.", examples=["Ada Lovelace"]
+        description="1 to 100 characters after trimming; stored trimmed.",
+        examples=["Ada Lovelace"],
+        extra_json_schema=NAME.json_schema(),
     ),
 ]
 
 
 def _name(value: str) -> str:
-    return validation.text("name", value, min_length=1, max_length=100, trim=True)
+    return NAME.check("name", value)
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
