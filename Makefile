@@ -23,13 +23,13 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check service tests loadtests
-	$(BIN)/ruff format --check service tests loadtests
+	$(BIN)/ruff check service tests loadtests fuzz clientgen
+	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix service tests loadtests
-	$(BIN)/ruff format service tests loadtests
+	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen
+	$(BIN)/ruff format service tests loadtests fuzz clientgen
 
 ## Apply pending migrations to DATABASE_URL (or the embedded database).
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.

@@ -9,6 +9,8 @@ Rules of the contract that a JSON Schema cannot state (README, "What the schema 
 say"), so that schemathesis's positive data meets them and a correct service refuses it:
 
 - a cursor the service did not issue: 400 `cursor` (cursors are signed);
+- a `Consistency-Token` the service did not issue: 400 `Consistency-Token` (opaque, like a
+  cursor: the document bounds its length, not its format);
 - an `author_id` that names no existing user: 422 `author_id` (and GET /users/{id} is 404);
 - an `Idempotency-Key` already used with another body: 422 `Idempotency-Key`;
 - an `If-Match` that does not match the current `ETag`: 412 (checked against a GET of the
@@ -28,8 +30,10 @@ A framework bug:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 from typing import Any
 from urllib.parse import urljoin
 
@@ -38,6 +42,26 @@ import schemathesis
 from schemathesis.openapi.checks import AllowHeaderMismatch, RejectedPositiveData
 
 MAX_BODY_BYTES = 1024 * 1024
+
+# What the service accepts as an Idempotency-Key (service/idempotency.py).
+_KEY = re.compile(r"[!-~](?:[ -~]{0,253}[!-~])?")
+_key_numbers = itertools.count()
+
+
+@schemathesis.hook
+def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Make every valid generated Idempotency-Key unique to its case.
+
+    Hypothesis draws short keys ("0", "A") over and over, so independent cases share one:
+    the second is answered the first one's kept 201, as idempotency requires, naming a
+    resource the run may have deleted since; schemathesis then reports that resource as
+    "created but not found" (ST302). Replays are the suite's to test
+    (tests/test_idempotency.py); here each case's key stays valid and becomes its own.
+    """
+    key = (headers or {}).get("Idempotency-Key")
+    if headers is not None and isinstance(key, str) and _KEY.fullmatch(key) and len(key) < 240:
+        headers["Idempotency-Key"] = f"{key}~{next(_key_numbers)}"
+    return headers
 
 
 def _problem(response: Any) -> dict[str, Any]:
@@ -89,6 +113,8 @@ def _rule_no_schema_states(case: Any, response: Any) -> str | None:
     if status == 400:
         if _names_only(problem, "cursor", "is not a cursor this listing issued"):
             return "a cursor the service issued"
+        if _names_only(problem, "Consistency-Token", "is not a token this service issued"):
+            return "a Consistency-Token the service issued"
         if _names_only(problem, "email", "must be at most 320 characters once lower-cased"):
             return "an email within 320 characters once lower-cased"
         if any(

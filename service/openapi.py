@@ -49,7 +49,7 @@ from litestar.openapi.spec import (
 )
 
 from service.auth import open_prefixes
-from service.database.replication import TOKEN_HEADER, TOKEN_PATTERN
+from service.database.replication import TOKEN_HEADER, TOKEN_MAX_LENGTH, TOKEN_PATTERN
 from service.errors import MEANINGS
 from service.settings import Settings
 
@@ -123,8 +123,11 @@ _TOKEN_PARAMETER = Parameter(
     name=TOKEN_HEADER,
     param_in="header",
     required=False,
-    description="The Consistency-Token of a write: the answer shows that write or newer.",
-    schema=_text(f"^{TOKEN_PATTERN}$"),
+    description="The Consistency-Token of a write: the answer shows that write or newer. "
+    "Opaque, as the write answered it; any other value is a 400.",
+    # Opaque like a cursor: only what the service issued is accepted (its format is not a
+    # promise to callers, so the schema states a bound, not the format).
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=TOKEN_MAX_LENGTH),
 )
 _READ_PATHS = ("/users", "/posts")
 """GETs under these read the database and take a Consistency-Token."""

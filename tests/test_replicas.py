@@ -152,7 +152,7 @@ async def test_every_kind_of_write_answers_a_token_and_a_foreign_token_is_400(se
         assert replay.headers["idempotent-replayed"] == "true"
         assert replay.headers["consistency-token"] == post.headers["consistency-token"]
         assert "consistency-token" not in unchanged.headers  # `{}` writes nothing
-        for bad in ("", "abc", "2.5", "1.-5", "1.99999999999999999999"):
+        for bad in ("", "abc", "0", "2.5", "1.-5", "1.1234567890123456789", "1.5x"):
             refused = await client.get(user.headers["location"], headers={"Consistency-Token": bad})
             assert_problem(refused, 400, field="Consistency-Token")
 

@@ -39,9 +39,10 @@ REPLICA_CHECK_TIMEOUT_SECONDS = 1.0
 HISTORY_SECONDS = 60.0
 
 TOKEN_HEADER = "Consistency-Token"  # noqa: S105 (a header name, not a secret)
-TOKEN_PATTERN = r"1\.(0|[1-9][0-9]{0,17})"  # noqa: S105 (a format, not a secret)
+TOKEN_PATTERN = r"1\.([0-9]{1,18})"  # noqa: S105 (a format, not a secret)
 """A format version, then a transaction id of up to 18 digits (ids are far smaller)."""
 _TOKEN = re.compile(TOKEN_PATTERN)
+TOKEN_MAX_LENGTH = 20
 
 
 class InvalidToken(ValueError):
