@@ -32,6 +32,7 @@ every round ran, whatever the figures, unless BENCH_GATE=1.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -43,12 +44,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 import asyncpg
 
@@ -65,6 +67,8 @@ ADDRESS = "127.0.0.1"  # the only target: load goes to this machine, never elsew
 CURSOR_SECRET = "bench-cursor-secret-not-for-production"
 # The service runs as in production: with a token required (the baselines ignore it).
 BENCH_TOKEN = "bench-token-not-for-production"
+
+C = TypeVar("C")  # a bench's configuration
 
 SCENARIOS = ("get_post", "user_posts", "list_deep", "create_post", "patch_post", "mixed")
 TARGETS = ("service", "floor", "bare")
@@ -103,7 +107,14 @@ class BenchError(Exception):
     """A round could not run: the message says why; the bench exits 1."""
 
 
-def _comma_list(environ: Mapping[str, str], name: str, known: tuple[str, ...]) -> tuple[str, ...]:
+def whole_number(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = environ.get(name, "") or str(default)
+    if not raw.isdigit() or int(raw) < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be a whole number >= {minimum}")
+    return int(raw)
+
+
+def comma_list(environ: Mapping[str, str], name: str, known: tuple[str, ...]) -> tuple[str, ...]:
     chosen = [part.strip() for part in (environ.get(name) or ",".join(known)).split(",")]
     if unknown := set(chosen) - set(known):
         raise SettingsError(f"{name}: unknown {sorted(unknown)}; known {known}")
@@ -128,12 +139,7 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
-        def number(name: str, default: int, minimum: int) -> int:
-            raw = environ.get(name, "") or str(default)
-            if not raw.isdigit() or int(raw) < minimum:
-                raise SettingsError(f"{name}={raw!r}: must be a whole number >= {minimum}")
-            return int(raw)
-
+        number = functools.partial(whole_number, environ)
         raw_rate = environ.get("BENCH_OPEN_RATE", "")
         try:
             open_rate = float(raw_rate) if raw_rate else None
@@ -141,7 +147,7 @@ class Config:
             open_rate = -1.0
         if open_rate is not None and not (open_rate >= 0 and math.isfinite(open_rate)):
             raise SettingsError(f"BENCH_OPEN_RATE={raw_rate!r}: must be a number >= 0")
-        targets = _comma_list(environ, "BENCH_TARGETS", TARGETS)
+        targets = comma_list(environ, "BENCH_TARGETS", TARGETS)
         gate = (environ.get("BENCH_GATE") or "0") == "1"
         if gate and not {"service", "floor"} <= set(targets):
             raise SettingsError("BENCH_GATE=1 compares the service with the floor: run both")
@@ -150,7 +156,7 @@ class Config:
             rounds=number("BENCH_ROUNDS", 3, 2),
             connections=number("BENCH_CONNECTIONS", 32, 1),
             threads=number("BENCH_THREADS", 2, 1),
-            scenarios=_comma_list(environ, "BENCH_SCENARIOS", SCENARIOS),
+            scenarios=comma_list(environ, "BENCH_SCENARIOS", SCENARIOS),
             targets=targets,
             open_rate=open_rate,
             gate=gate,
@@ -249,7 +255,7 @@ def check_targets(
                     "req/s",
                     service.rps >= least,
                     f"{service.rps:,.0f} >= {MIN_RPS_RATIO} x {floor.rps:,.0f} = {least:,.0f}"
-                    f"  ({_ratio(service.rps, floor.rps)} of the floor)",
+                    f"  ({ratio(service.rps, floor.rps)} of the floor)",
                 )
             )
             most = MAX_P99_RATIO * floor.p99
@@ -259,7 +265,7 @@ def check_targets(
                     "p99 ms",
                     service.p99 <= most,
                     f"{service.p99:.1f} <= {MAX_P99_RATIO:g} x {floor.p99:.1f} = {most:.1f}"
-                    f"  ({_ratio(service.p99, floor.p99)} of the floor)",
+                    f"  ({ratio(service.p99, floor.p99)} of the floor)",
                 )
             )
         if scenario == "mixed" and service is not None:
@@ -274,7 +280,7 @@ def check_targets(
     return checks
 
 
-def _ratio(numerator: float, denominator: float) -> str:
+def ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x" if denominator else "n/a"
 
 
@@ -291,15 +297,35 @@ class Server:
         return f"http://{ADDRESS}:{self.port}"
 
 
-def _get_json(url: str) -> Any:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {BENCH_TOKEN}"})
+def request_json(
+    url: str, method: str = "GET", body: Any = None, headers: Mapping[str, str] | None = None
+) -> tuple[Message, Any]:
+    """One request with the bench's token (and `body` as JSON): the answer's headers and
+    JSON body. A status of 400 or more raises `urllib.error.HTTPError`."""
+    request = urllib.request.Request(
+        url,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {BENCH_TOKEN}", "Content-Type": "application/json"}
+        | dict(headers or {}),
+    )
     with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as answer:
-        return json.load(answer)
+        return answer.headers, json.load(answer)
 
 
-def server_environment(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
-    """The service's environment in its default production configuration."""
+def _get_json(url: str) -> Any:
+    return request_json(url)[1]
+
+
+def server_environment(
+    database_url: str, data_dir: Path, port: int, read_url: str | None = None
+) -> dict[str, str]:
+    """The service's environment in its default production configuration; reads on the
+    replicas of `read_url` when given, else on the primary (whatever the caller's shell says)."""
     environment = dict(os.environ)
+    environment.pop("DATABASE_READ_URL", None)
+    if read_url is not None:
+        environment["DATABASE_READ_URL"] = read_url
     environment.update(
         DATABASE_URL=database_url,
         DATA_DIR=str(data_dir),
@@ -367,7 +393,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
 
-async def _data_set_bounds(database_url: str) -> tuple[int, int]:
+async def data_set_bounds(database_url: str) -> tuple[int, int]:
     connection = await asyncpg.connect(database_url)
     try:
         row = await connection.fetchrow(
@@ -388,14 +414,28 @@ class DataSet:
     max_post_id: int
     deep_cursors: list[str]
 
-    def wrk_environment(self) -> dict[str, str]:
-        return dict(
+    def wrk_environment(self, consistency_token: str | None = None) -> dict[str, str]:
+        """wrk's environment; with `consistency_token`, every request sends it (wrk/common.lua)."""
+        environment = dict(
             os.environ,
             BENCH_MAX_USER_ID=str(self.max_user_id),
             BENCH_MAX_POST_ID=str(self.max_post_id),
             BENCH_TOKEN=BENCH_TOKEN,
             BENCH_DEEP_CURSORS=",".join(self.deep_cursors),
         )
+        environment.pop("BENCH_CONSISTENCY_TOKEN", None)
+        if consistency_token is not None:
+            environment["BENCH_CONSISTENCY_TOKEN"] = consistency_token
+        return environment
+
+
+def seed_database(database_url: str, scale: float) -> None:
+    """Empty and fill `database_url` with the data set at `scale`, saying how long it took."""
+    wanted = seed.DataSet.at_scale(scale)
+    print(f"seeding {wanted.users:,} users and {wanted.posts:,} posts …", flush=True)
+    seeding_started = time.perf_counter()
+    asyncio.run(seed.seed_url(database_url, wanted))
+    print(f"seeded in {time.perf_counter() - seeding_started:.1f} s", flush=True)
 
 
 @contextmanager
@@ -404,11 +444,7 @@ def seeded_database(config: Config) -> Iterator[str]:
     with database(Settings(data_dir=str(config.data_dir))) as database_url:
         migrations.apply(database_url)
         if config.reseed:
-            wanted = seed.DataSet.at_scale(config.scale)
-            print(f"seeding {wanted.users:,} users and {wanted.posts:,} posts …", flush=True)
-            seeding_started = time.perf_counter()
-            asyncio.run(seed.seed_url(database_url, wanted))
-            print(f"seeded in {time.perf_counter() - seeding_started:.1f} s", flush=True)
+            seed_database(database_url, config.scale)
         yield database_url
 
 
@@ -429,7 +465,7 @@ def start_servers(
 
 
 def read_data_set(database_url: str, server: Server) -> DataSet:
-    max_user_id, max_post_id = asyncio.run(_data_set_bounds(database_url))
+    max_user_id, max_post_id = asyncio.run(data_set_bounds(database_url))
     return DataSet(max_user_id, max_post_id, _deep_cursors(server))
 
 
@@ -514,45 +550,78 @@ def _run_open_loop(config: Config, server: Server, rate: float, data: DataSet) -
     return result
 
 
-def _ratio_cell(top: Summary | None, bottom: Summary | None, measure: str) -> str:
+def ratio_cell(top: Summary | None, bottom: Summary | None, measure: str) -> str:
     if top is None or bottom is None:
         return "-"
-    return _ratio(getattr(top, measure), getattr(bottom, measure))
+    return ratio(getattr(top, measure), getattr(bottom, measure))
 
 
-def _cells(summary: Summary | None) -> str:
+def cells(summary: Summary | None) -> str:
     if summary is None:
         return f"{'-':>7} {'-':>6} {'-':>6} {'-':>6}"
     return f"{summary.rps:>7.0f} {summary.p50:>6.1f} {summary.p95:>6.1f} {summary.p99:>6.1f}"
 
 
-def saturated_table(config: Config, summaries: dict[tuple[str, str], Summary]) -> str:
+class RatioColumn(NamedTuple):
+    """A column of `comparison_table`: `top`'s median `measure` over `bottom`'s."""
+
+    heading: str
+    top: str
+    bottom: str
+    measure: str  # a field of Summary: "rps", "p99" …
+
+
+def comparison_table(
+    preamble: list[str],
+    scenarios: tuple[str, ...],
+    labels: Mapping[str, str],
+    summaries: Mapping[tuple[str, str], Summary],
+    ratios: list[RatioColumn],
+    extra: tuple[str, Callable[[str, str], str]] | None = None,
+) -> str:
+    """One row per scenario: req/s, p50, p95, p99 of each of `labels` (a server or a
+    configuration → its label; `-` where it did not run), the `ratios`, and the failed
+    requests. `extra` adds to each group a column (its heading, and its cell for a scenario
+    and a key)."""
     group = f"{'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6}"
-    header = (
-        f"{'scenario':<12} | {group} | {group} | {group} | "
-        f"{'s/f req/s':>9} {'s/f p99':>8} {'s/b req/s':>9} | errors"
-    )
-    names = (f"{'':<12} | " + " | ".join(f"{LABELS[t]:<28}" for t in TARGETS)).rstrip()
-    lines = [
-        f"median of {config.rounds} interleaved rounds of {config.seconds} s per server; "
-        f"{config.connections} connections, {config.threads} wrk threads; latencies in ms; "
-        "s/f = service / Litestar floor, s/b = service / bare ASGI",
-        names,
-        header,
-        "-" * len(header),
-    ]
-    for scenario in config.scenarios:
-        service, floor, bare = (summaries.get((scenario, target)) for target in TARGETS)
-        ratios = (
-            f"{_ratio_cell(service, floor, 'rps'):>9} {_ratio_cell(service, floor, 'p99'):>8} "
-            f"{_ratio_cell(service, bare, 'rps'):>9}"
+    if extra is not None:
+        group += f" {extra[0]:>4}"
+    widths = [max(len(column.heading), 8) for column in ratios]
+    headings = " ".join(f"{column.heading:>{w}}" for column, w in zip(ratios, widths, strict=True))
+    header = f"{'scenario':<12} | " + " | ".join(group for _ in labels) + f" | {headings} | errors"
+    names = f"{'':<12} | " + " | ".join(f"{label:<{len(group)}}" for label in labels.values())
+    lines = [*preamble, names.rstrip(), header, "-" * len(header)]
+    for scenario in scenarios:
+        row = {key: summaries.get((scenario, key)) for key in labels}
+        groups = [
+            cells(summary) + ("" if extra is None else f" {extra[1](scenario, key):>4}")
+            for key, summary in row.items()
+        ]
+        ratio_cells = " ".join(
+            f"{ratio_cell(row[column.top], row[column.bottom], column.measure):>{width}}"
+            for column, width in zip(ratios, widths, strict=True)
         )
-        errors = sum(s.errors for s in (service, floor, bare) if s is not None)
-        lines.append(
-            f"{scenario:<12} | {_cells(service)} | {_cells(floor)} | {_cells(bare)} | "
-            f"{ratios} | {errors}"
-        )
+        errors = sum(summary.errors for summary in row.values() if summary is not None)
+        lines.append(f"{scenario:<12} | " + " | ".join(groups) + f" | {ratio_cells} | {errors}")
     return "\n".join(lines)
+
+
+def saturated_table(config: Config, summaries: dict[tuple[str, str], Summary]) -> str:
+    return comparison_table(
+        [
+            f"median of {config.rounds} interleaved rounds of {config.seconds} s per server; "
+            f"{config.connections} connections, {config.threads} wrk threads; latencies in ms; "
+            "s/f = service / Litestar floor, s/b = service / bare ASGI"
+        ],
+        config.scenarios,
+        LABELS,
+        summaries,
+        [
+            RatioColumn("s/f req/s", "service", "floor", "rps"),
+            RatioColumn("s/f p99", "service", "floor", "p99"),
+            RatioColumn("s/b req/s", "service", "bare", "rps"),
+        ],
+    )
 
 
 def verdict_block(checks: list[Check]) -> str:
@@ -597,7 +666,7 @@ def open_loop_table(
     service = summaries.get((OPEN_LOOP_SCENARIO, "service"))
     floor = summaries.get((OPEN_LOOP_SCENARIO, "floor"))
     if service is not None and floor is not None:
-        lines.append(f"service p99 / floor p99: {_ratio(service.p99, floor.p99)}")
+        lines.append(f"service p99 / floor p99: {ratio(service.p99, floor.p99)}")
     return "\n".join(lines)
 
 
@@ -611,7 +680,7 @@ def _open_loop_rate(config: Config, saturated: dict[tuple[str, str], Summary]) -
     return OPEN_LOOP_SHARE * service.rps, f"half the service's {OPEN_LOOP_SCENARIO} req/s"
 
 
-def _print_round(r: Round) -> None:
+def print_round(r: Round) -> None:
     print(
         f"  {r.scenario:<12} {r.load:<6} round {r.number} {r.target:<8} "
         f"{r.requests_per_second:>8.0f} req/s p95 {r.result['p95_us'] / 1000:6.1f} ms "
@@ -654,7 +723,7 @@ def bench(config: Config) -> int:
                         wrk_env,
                     )
                     rounds.append(Round(scenario, target, number, result))
-                    _print_round(rounds[-1])
+                    print_round(rounds[-1])
         saturated = summarise(rounds, "closed")
         open_rate, open_how = _open_loop_rate(config, saturated)
         open_servers = {t: s for t, s in servers.items() if t in OPEN_LOOP_TARGETS}
@@ -664,7 +733,7 @@ def bench(config: Config) -> int:
                 for target, server in open_servers.items():
                     result = _run_open_loop(config, server, open_rate, data)
                     rounds.append(Round(OPEN_LOOP_SCENARIO, target, number, result, load="open"))
-                    _print_round(rounds[-1])
+                    print_round(rounds[-1])
 
     opened = summarise(rounds, "open")
     checks = check_targets(saturated, config.scenarios)
@@ -674,31 +743,13 @@ def bench(config: Config) -> int:
     else:
         report.append(f"below saturation: not run ({open_how if open_rate <= 0 else 'no server'})")
     text = "\n".join(report)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    raw_path = REPORTS / f"bench-{stamp}.json"
-    table_path = REPORTS / f"bench-{stamp}.txt"
-    raw_path.write_text(
-        json.dumps(
-            {
-                "started": started.isoformat(),
-                "config": {**asdict(config), "data_dir": str(config.data_dir)},
-                "data_set": {"max_user_id": data.max_user_id, "max_post_id": data.max_post_id},
-                "open_loop_rate": open_rate,
-                "checks": [asdict(check) for check in checks],
-                "rounds": [
-                    asdict(r) | {"requests_per_second": r.requests_per_second} for r in rounds
-                ],
-            },
-            indent=2,
-        )
-    )
-    table_path.write_text(text + "\n")
-    print()
-    print(text)
-    if failed := sum(r.errors for r in rounds):
-        print("WARNING: some requests failed (errors column): those figures are not comparable")
-    print(f"\nraw results: {raw_path}\ntables: {table_path}")
+    raw = {
+        "config": {**asdict(config), "data_dir": str(config.data_dir)},
+        "data_set": {"max_user_id": data.max_user_id, "max_post_id": data.max_post_id},
+        "open_loop_rate": open_rate,
+        "checks": [asdict(check) for check in checks],
+    }
+    failed = report_results("bench", started, raw, rounds, text)
     missed = sum(not check.passed for check in checks)
     if config.gate and (missed or failed):
         print(f"BENCH_GATE=1: {missed} targets missed, {failed} requests failed", file=sys.stderr)
@@ -706,22 +757,51 @@ def bench(config: Config) -> int:
     return 0
 
 
-def main() -> int:
+def report_results(
+    name: str, started: datetime, raw: dict[str, Any], rounds: list[Round], text: str
+) -> int:
+    """Write `<name>-<time>.json` (`raw`, the start and every round) and `.txt` (`text`) to
+    loadtests/reports/, print the text, and return how many requests failed."""
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    raw_path = REPORTS / f"{name}-{stamp}.json"
+    table_path = REPORTS / f"{name}-{stamp}.txt"
+    raw_rounds = [asdict(r) | {"requests_per_second": r.requests_per_second} for r in rounds]
+    raw_path.write_text(
+        json.dumps({"started": started.isoformat(), **raw, "rounds": raw_rounds}, indent=2)
+    )
+    table_path.write_text(text + "\n")
+    print()
+    print(text)
+    if failed := sum(r.errors for r in rounds):
+        print("WARNING: some requests failed (errors column): those figures are not comparable")
+    print(f"\nraw results: {raw_path}\ntables: {table_path}")
+    return failed
+
+
+def run_main(configure: Callable[[Mapping[str, str]], C], measure: Callable[[C], int]) -> int:
+    """A bench's entry point: its configuration from the environment (exit 2 when it is
+    wrong), then the measure, whose BenchError is one line and exit 1. SIGTERM unwinds the
+    measure's ExitStack, so its servers and databases stop."""
     try:
-        config = Config.from_env(os.environ)
+        config = configure(os.environ)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
 
     def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds the ExitStack: servers and database stop
+        raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        return bench(config)
+        return measure(config)
     except BenchError as error:
         print(f"bench failed: {error}", file=sys.stderr)
         return 1
+
+
+def main() -> int:
+    return run_main(Config.from_env, bench)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 # Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
-# `make bench`, `make profile`.
+# `make bench`, `make bench-replica`, `make profile`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -7,7 +7,7 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench profile loadtest-check loadtest-install wrk-install
+.PHONY: seed loadtest bench bench-replica profile loadtest-check loadtest-install wrk-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -36,6 +36,12 @@ loadtest: loadtest-install
 ## one table, the targets of issue 9 checked, then the mixed scenario at a fixed rate (open loop).
 bench: loadtest-install wrk-install
 	$(BIN)/python -m loadtests.bench
+
+## GETs on one streaming replica beside the primary alone, and the cost of the read-your-writes
+## token check: a primary and a standby of the bench's own (tests/clusters.py, removed after),
+## the routing verified from the service's counters, interleaved wrk rounds, one table.
+bench-replica: loadtest-install wrk-install
+	$(BIN)/python -m loadtests.replica_bench
 
 ## The service's CPU per request, by layer: wrk at PROFILE_CONNECTIONS (8) for
 ## PROFILE_SECONDS (20) unobserved, then as long under py-spy (root or ptrace rights).

@@ -14,6 +14,12 @@ max_post_id = tonumber(os.getenv("BENCH_MAX_POST_ID") or "") or 200000
 wrk.headers["Content-Type"] = "application/json"
 -- The service requires a token, as in production; the baseline ignores it.
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_TOKEN") or "")
+-- The token rounds of the replica bench send a write's Consistency-Token with every request
+-- (the service reads it on GET only): each read then runs the replica's visibility check.
+local consistency_token = os.getenv("BENCH_CONSISTENCY_TOKEN") or ""
+if consistency_token ~= "" then
+    wrk.headers["Consistency-Token"] = consistency_token
+end
 
 local threads_set_up = 0
 
