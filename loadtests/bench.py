@@ -8,7 +8,7 @@ wrk sends the same scenarios to three servers on one seeded embedded PostgreSQL:
   database work with no framework at all.
 The baselines' pool holds 16 connections, all opened at start; the service keeps its own
 pool settings. service / floor is what the service's own layers cost (token gate, limits,
-request id, metrics, request log, connection dependency, conditional requests); floor /
+request id, metrics, request log, database session, conditional requests); floor /
 bare is what Litestar costs.
 
 Rounds are interleaved per scenario (service, floor, bare, service, floor, bare …) so that

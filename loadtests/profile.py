@@ -29,7 +29,8 @@ modules move into sub-packages.
 Environment: PROFILE_SCENARIO (mixed; a scenario of `make bench`), PROFILE_SECONDS (20)
 per window, PROFILE_CONNECTIONS (8), PROFILE_RATE (py-spy samples per second, 200),
 PROFILE_NATIVE (1; 0 leaves out native frames: C extensions' and the kernel calls' time
-then lands on their Python caller), and the bench's SEED_SCALE, BENCH_SEED,
+then lands on their Python caller), PROFILE_TARGET (service; `floor` or `bare` profiles a
+baseline instead, to compare), and the bench's SEED_SCALE, BENCH_SEED,
 BENCH_DATA_DIR, BENCH_SERVICE_PORT. Reports: loadtests/reports/profile-<time>.txt (the
 table), .json (figures and rules) and .folded (py-spy's raw stacks, for flamegraph.pl).
 """
@@ -63,10 +64,10 @@ class Bucket(StrEnum):
     LITESTAR_RESPONSE = "Litestar response building"
     TOKEN_GATE = "token gate (service auth)"
     LIMITS = "request limits (service limits)"
-    OBSERVER = "request observer: id, timing (service observability)"
+    OBSERVER = "request observer: id, timing (service observer)"
     METRICS = "metrics (prometheus-client)"
-    REQUEST_LOG = "request log (service observability)"
-    DEPENDENCY = "connection dependency (service pool, Litestar DI)"
+    REQUEST_LOG = "request log (service logs)"
+    DEPENDENCY = "database session: routing, pool (service sessions, database)"
     HANDLERS = "handlers, queries, validation (service)"
     JSON = "msgspec JSON"
     ASYNCPG = "asyncpg"
@@ -105,8 +106,9 @@ RULES: tuple[Rule, ...] = (
     Rule(WHOLE, Bucket.METRICS, file=r"^prometheus_client/"),
     Rule(WHOLE, Bucket.METRICS, file=OURS, function=r"^(_?\w*Metrics|sample_pool)\b"),
     Rule(WHOLE, Bucket.METRICS, file=r"^service/(.+/)?metrics(/|\.py)"),
-    Rule(WHOLE, Bucket.DEPENDENCY, file=OURS, function=r"^provide_connection\b"),
+    Rule(WHOLE, Bucket.DEPENDENCY, file=OURS, function=r"^(session_of|Session\.close)\b"),
     Rule(WHOLE, Bucket.DEPENDENCY, file=r"^service/(.+/)?pool(/|\.py)"),
+    Rule(OWN, Bucket.DEPENDENCY, file=r"^service/(.+/)?routing(/|\.py)"),
     # The innermost of these decides.
     Rule(OWN, Bucket.JSON, file=r"^msgspec/", function=r"(?i)json"),
     Rule(OWN, Bucket.JSON, file=r"^litestar/serialization/", function=r"^(en|de)code_json$"),
@@ -128,8 +130,10 @@ RULES: tuple[Rule, ...] = (
     Rule(OWN, Bucket.LIMITS, file=r"^service/(.+/)?limits(/|\.py)"),
     Rule(OWN, Bucket.OBSERVER, file=OURS, function=r"^RequestObserver\b"),
     Rule(OWN, Bucket.OBSERVER, file=r"^service/(.+/)?(observability|observer)(/|\.py)"),
-    # Helpers the ASGI layers share (header lookup): their caller's cost.
+    # Helpers the ASGI layers share (header lookup): their caller's cost. The layer that
+    # closes sessions wraps all of Litestar: its own frame decides nothing.
     Rule(PASS, file=r"^service/(.+/)?http\.py$"),
+    Rule(PASS, file=OURS, function=r"^closing_sessions\b"),
     Rule(OWN, Bucket.HANDLERS, file=OURS),
     # Only when nothing else claims the sample.
     Rule(FALLBACK, Bucket.EVENT_LOOP, file=r"^asyncio/|_asynciomodule\.c"),
@@ -206,6 +210,7 @@ class Config:
     connections: int
     rate: int
     native: bool
+    target: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -215,6 +220,9 @@ class Config:
                 raise SettingsError(f"{name}={raw!r}: must be a whole number >= 1")
             return int(raw)
 
+        target = environ.get("PROFILE_TARGET") or "service"
+        if target not in bench.TARGETS:
+            raise SettingsError(f"PROFILE_TARGET={target!r}: one of {bench.TARGETS}")
         scenario = environ.get("PROFILE_SCENARIO") or "mixed"
         if scenario not in bench.SCENARIOS:
             raise SettingsError(f"PROFILE_SCENARIO={scenario!r}: one of {bench.SCENARIOS}")
@@ -224,6 +232,7 @@ class Config:
             connections=number("PROFILE_CONNECTIONS", 8),
             rate=number("PROFILE_RATE", 200),
             native=(environ.get("PROFILE_NATIVE") or "1") != "0",
+            target=target,
         )
 
 
@@ -313,7 +322,9 @@ def profile(bench_config: bench.Config, config: Config) -> int:
     folded_path = bench.REPORTS / f"profile-{stamp}.folded"
     with ExitStack() as stack:
         database_url = stack.enter_context(bench.seeded_database(bench_config))
-        server = bench.start_servers(stack, bench_config, database_url, ("service",))["service"]
+        server = bench.start_servers(stack, bench_config, database_url, (config.target,))[
+            config.target
+        ]
         env = bench.read_data_set(database_url, server).wrk_environment()
         bench.run_wrk(server, "mixed", bench.WARM_UP_SECONDS, bench_config.connections, 1, env)
         print(
@@ -331,7 +342,8 @@ def profile(bench_config: bench.Config, config: Config) -> int:
     if folded.total == 0:
         raise bench.BenchError(f"py-spy recorded no sample: see {folded_path}")
     summary = (
-        f"service, {config.scenario}, {config.connections} connections (wrk, closed loop); "
+        f"{config.target}, {config.scenario}, {config.connections} connections (wrk, closed "
+        "loop); "
         f"unobserved: {clean['requests'] / clean_seconds:,.0f} req/s, "
         f"{cpu_used / clean_seconds:.2f} cores busy, {cpu_us_per_request:.0f} µs of CPU per "
         f"request; under py-spy ({config.rate} Hz{', native' if config.native else ''}): "

@@ -16,7 +16,8 @@ import sys
 from service import auth
 from service.database import migrations
 from service.database.embedded import database
-from service.observability import configure_logging, multiprocess_directory
+from service.logs import configure_logging
+from service.metrics import multiprocess_directory
 from service.pagination import cursor_key
 from service.settings import Settings, SettingsError, from_env
 

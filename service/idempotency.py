@@ -19,12 +19,11 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Request, Response
-from litestar.params import HeaderParameter
 
 from service.auth import CALLER_STATE_KEY
 from service.background import every
@@ -33,6 +32,7 @@ from service.database.replication import TOKEN_HEADER, encode_token
 from service.database.routing import Session
 from service.database.sql import load_queries
 from service.errors import FieldError, InvalidInput, problem
+from service.http import header
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +41,15 @@ CLEANUP_INTERVAL_SECONDS = 600
 CLEANUP_BATCH = 1000
 CLEANUP_LOCK_TIMEOUT = "100ms"
 
-IdempotencyKey = Annotated[
-    str | None,
-    HeaderParameter(
-        name="Idempotency-Key",
-        required=False,
-        description="1 to 255 printable ASCII characters; a retry with the same key and "
-        "body gets the first response again and writes nothing.",
-        # What `_check` accepts, as it can arrive: HTTP drops spaces around a header value.
-        schema_extra={"pattern": "^[!-~](?:[ -~]{0,253}[!-~])?$"},
-    ),
-]
+KEY_HEADER = "Idempotency-Key"
+KEY_DESCRIPTION = (
+    "1 to 255 printable ASCII characters; a retry with the same key and body gets the "
+    "first response again and writes nothing."
+)
+# What `_check` accepts, as it can arrive: HTTP drops spaces around a header value. The
+# OpenAPI document declares the header with it (service.openapi); handlers read it raw.
+KEY_PATTERN = "^[!-~](?:[ -~]{0,253}[!-~])?$"
+_KEY = KEY_HEADER.lower().encode()
 
 
 class _KeyTaken(Exception):
@@ -77,11 +75,11 @@ def fingerprint(request: Request[Any, Any, Any], data: msgspec.Struct) -> bytes:
 async def once(
     session: Session,
     request: Request[Any, Any, Any],
-    key: str | None,
     data: msgspec.Struct,
     create: Callable[[], Awaitable[Response[Any]]],
 ) -> Response[Any]:
-    """Run `create` (a POST's write and its response) at most once per key."""
+    """Run `create` (a POST's write and its response) at most once per Idempotency-Key."""
+    key = header(request.scope, _KEY)
     if key is None:
         return await create()
     _check(key)

@@ -20,6 +20,7 @@ MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 BODY_TIMEOUT_SECONDS = 10.0
+_BODILESS = frozenset({"GET", "HEAD"})
 
 
 class RequestLimits:
@@ -43,6 +44,11 @@ class RequestLimits:
             await send_problem(
                 send, 431, f"Headers over {MAX_HEADERS} or {MAX_HEADER_BYTES} bytes in all"
             )
+            return
+        if scope["method"] in _BODILESS:
+            # No route reads the body of these, so nothing can keep one waiting: no
+            # deadline to watch, and most requests are GETs.
+            await self.app(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_SECONDS
         body_complete = False

@@ -1,11 +1,15 @@
-"""Definitions of the database layer's metrics, below the code that records them.
+"""Every metric the service exports, defined here, below the code that records them.
 
-Labelled by the server's name (`primary`, or `replica <host>:<port>`), never by anything a
-caller sends. With several workers, `PROMETHEUS_MULTIPROC_DIR` makes every figure cover
-all of them (gauges add up across workers: `livesum`).
+Requests are labelled by route template (`/users/{user_id}`, never the raw path: unbounded
+series), database figures by the server's name (`primary`, or `replica <host>:<port>`);
+never by anything a caller sends. With several workers, `PROMETHEUS_MULTIPROC_DIR` (set by
+`python -m service serve`, see `multiprocess_directory`) makes every figure cover all of
+them (gauges add up across workers: `livesum`).
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -14,6 +18,29 @@ LATENCY_BUCKETS: list[str | float] = [
     0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1,
     0.25, 0.5, 1, 2.5, 5,
 ]  # fmt: skip
+
+REQUESTS = Counter(
+    "service_requests", "Requests answered, by route template", ["method", "path", "status_code"]
+)
+REQUEST_SECONDS = Histogram(
+    "service_request_duration_seconds",
+    "Time from the request's arrival to the end of its answer, by route template",
+    ["method", "path", "status_code"],
+    buckets=LATENCY_BUCKETS,
+)
+SERVER_ERRORS = Counter(
+    "service_requests_error",
+    "Answers with a status of 500 or more",
+    ["method", "path", "status_code"],
+)
+IN_FLIGHT = Gauge(
+    "service_requests_in_progress",
+    "Requests being answered now (sampled every second and at each scrape)",
+    ["method"],
+    multiprocess_mode="livesum",
+)
+UNMATCHED = "unmatched"
+"""The route label of requests that matched no route (404, 405): never the raw path."""
 
 POOL_SIZE = Gauge(
     "service_db_pool_size", "Open connections in the pool", ["server"], multiprocess_mode="livesum"
@@ -44,7 +71,8 @@ POOL_ACQUIRE_SECONDS = Histogram(
 )
 READS = Counter(
     "service_db_reads",
-    "Read requests by the kind of server that answered them (replica or primary)",
+    "Read requests by the kind of server that answered them (replica or primary), when "
+    "replicas are configured",
     ["served_by"],
 )
 READ_FALLBACKS = Counter(
@@ -64,3 +92,12 @@ REPLICA_UP = Gauge(
     ["server"],
     multiprocess_mode="min",
 )
+
+
+def multiprocess_directory(data_dir: str) -> str:
+    """A fresh folder for prometheus-client's multiprocess files of this server run."""
+    path = os.path.join(os.path.abspath(data_dir), "metrics")
+    os.makedirs(path, exist_ok=True)
+    for stale in os.listdir(path):
+        os.remove(os.path.join(path, stale))
+    return path

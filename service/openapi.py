@@ -51,6 +51,7 @@ from litestar.openapi.spec import (
 from service.auth import open_prefixes
 from service.database.replication import TOKEN_HEADER, TOKEN_MAX_LENGTH, TOKEN_PATTERN
 from service.errors import MEANINGS
+from service.idempotency import KEY_DESCRIPTION, KEY_HEADER, KEY_PATTERN
 from service.settings import Settings
 
 SCHEMA_PATH = "/schema"
@@ -119,18 +120,43 @@ CONSISTENCY_TOKEN = Header(
 WRITTEN: tuple[Header, ...] = (CONSISTENCY_TOKEN,)
 """Headers of every successful write (create, update, delete)."""
 
-_TOKEN_PARAMETER = Parameter(
-    name=TOKEN_HEADER,
-    param_in="header",
-    required=False,
-    description="The Consistency-Token of a write: the answer shows that write or newer. "
+
+def _request_header(name: str, description: str, schema: Schema) -> Parameter:
+    """An optional request header. The handlers read these from the raw request (a Litestar
+    header parameter costs a parse of every header), so the document declares them here."""
+    return Parameter(
+        name=name, param_in="header", required=False, description=description, schema=schema
+    )
+
+
+_TOKEN_PARAMETER = _request_header(
+    TOKEN_HEADER,
+    "The Consistency-Token of a write: the answer shows that write or newer. "
     "Opaque, as the write answered it; any other value is a 400.",
     # Opaque like a cursor: only what the service issued is accepted (its format is not a
     # promise to callers, so the schema states a bound, not the format).
-    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=TOKEN_MAX_LENGTH),
+    Schema(type=OpenAPIType.STRING, min_length=1, max_length=TOKEN_MAX_LENGTH),
 )
 _READ_PATHS = ("/users", "/posts")
 """GETs under these read the database and take a Consistency-Token."""
+
+
+def _described_header(name: str, description: str, pattern: str | None = None) -> Parameter:
+    """A header parameter as Litestar documents a `HeaderParameter`: the description in the
+    schema too."""
+    schema = Schema(type=OpenAPIType.STRING, pattern=pattern, description=description)
+    return _request_header(name, description, schema)
+
+
+_IF_MATCH = _described_header("If-Match", "Write only if the ETag matches.")
+
+REQUEST_HEADERS: dict[Kind, tuple[Parameter, ...]] = {
+    Kind.CREATE: (_described_header(KEY_HEADER, KEY_DESCRIPTION, KEY_PATTERN),),
+    Kind.READ: (_described_header("If-None-Match", "304 if the ETag matches."),),
+    Kind.UPDATE: (_IF_MATCH,),
+    Kind.DELETE: (_IF_MATCH,),
+}
+"""The conditional and idempotency headers an operation takes, by what it does."""
 
 SUCCESS_HEADERS: dict[Kind, tuple[Header, ...]] = {
     Kind.CREATE: (LOCATION, ETAG, IDEMPOTENT_REPLAYED, *WRITTEN),
@@ -274,6 +300,9 @@ def _complete_operation(operation: Operation, method: str, path: str, *, guarded
         for status, response in (operation.responses or {}).items()
         if not _is_litestar_validation_shape(status, response)
     }
+    kind = _kind(method, path)
+    if kind is not None:
+        operation.parameters = [*(operation.parameters or ()), *REQUEST_HEADERS[kind]]
     added = [*EVERY_OPERATION_STATUSES]
     if method == "get" and path.startswith(_READ_PATHS):
         operation.parameters = [*(operation.parameters or ()), _TOKEN_PARAMETER]
@@ -285,7 +314,6 @@ def _complete_operation(operation: Operation, method: str, path: str, *, guarded
     for code in added:
         responses.setdefault(str(code), _problem(code))
 
-    kind = _kind(method, path)
     for status, response in responses.items():
         if isinstance(response, OpenAPIResponse):
             if status == "204":

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from service import observability
+from service import logs
 from service.database import migrations
 from service.database.embedded import EmbeddedPostgres
 from service.settings import Settings
@@ -175,13 +175,13 @@ def repo_root() -> Path:
 def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The process's log lines (JSON, level INFO) written while the test runs."""
     stream = io.StringIO()
-    observability.configure_logging("INFO", "json", stream=stream)
+    logs.configure_logging("INFO", "json", stream=stream)
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
         logging.getLogger().handlers[:] = []
         logging.getLogger().setLevel(logging.WARNING)
-        observability.REQUEST_LOG.handler = None
+        logs.REQUEST_LOG.configure(None, "json")
 
 
 # -- Clusters of the test's own (tests/clusters.py) and PgBouncer (tests/pgbouncer.py) ----

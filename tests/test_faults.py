@@ -68,8 +68,8 @@ async def test_statement_timeout_answers_503_and_changes_nothing(settings, db, u
 async def test_exhausted_pool_answers_503_fast_instead_of_queueing(settings, user):
     single = msgspec.structs.replace(settings, db_pool_min=1, db_pool_max=1, db_acquire_timeout=0.3)
     async with app_client(single) as client:
-        pool = client._transport.app.state.database.primary.pool
-        async with pool.acquire():  # every connection of the pool is busy
+        primary = client._transport.app.state.database.primary
+        async with primary.connection():  # every connection of the pool is busy
             started = time.monotonic()
             response = await client.get(f"/users/{user['id']}")
             assert time.monotonic() - started < 1.5

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from service import observability
+from service import logs
 
 
 async def test_a_valid_request_id_is_kept_and_returned(client):
@@ -69,15 +69,15 @@ async def test_logs_never_carry_bodies_emails_or_tokens(client, email, log_lines
 def test_other_log_lines_carry_the_request_id_of_their_request():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(observability._JsonFormatter())
+    handler.setFormatter(logs._JsonFormatter())
     logger = logging.getLogger("test.observability")
     logger.addHandler(handler)
     logger.propagate = False
-    token = observability.request_id.set("abc")
+    token = logs.request_id.set("abc")
     try:
         logger.warning("something happened")
     finally:
-        observability.request_id.reset(token)
+        logs.request_id.reset(token)
         logger.removeHandler(handler)
     line = json.loads(stream.getvalue())
     assert line["message"] == "something happened"

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service import auth, tracing
 from service.app import create_app
-from service.observability import RequestObserver
+from service.observer import RequestObserver
 from tests.helpers import app_client, unique_email
 from tests.server import free_port, running_service
 

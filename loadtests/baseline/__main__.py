@@ -13,7 +13,7 @@ import sys
 
 import uvicorn
 
-from service.observability import configure_logging
+from service.logs import configure_logging
 from service.settings import SettingsError, from_env
 
 APPS = {

@@ -85,7 +85,7 @@ def test_whole_rules_claim_what_they_call() -> None:
     assert classify([*START, *LAYERS[:3], *metrics])[0] == Bucket.METRICS
     dependency = [
         "resolve_dependency (litestar/_kwargs/dependencies.py)",
-        "provide_connection (service/database/pool.py)",
+        "session_of (service/sessions.py)",
         "Pool.acquire (asyncpg/pool.py)",
     ]
     assert bucket(*dependency) == Bucket.DEPENDENCY
@@ -106,7 +106,7 @@ def test_the_rules_survive_modules_moving_into_sub_packages() -> None:
     assert bucket("TokenGate.__call__ (service/security/gate.py)") == Bucket.TOKEN_GATE
     assert bucket("check (service/security/tokens.py)") == Bucket.TOKEN_GATE
     assert bucket("RequestLimits.__call__ (service/edge/guards.py)") == Bucket.LIMITS
-    assert bucket("provide_connection (service/db/connections.py)") == Bucket.DEPENDENCY
+    assert bucket("session_of (service/http/sessions.py)") == Bucket.DEPENDENCY
 
 
 def test_the_event_loop_is_the_fallback() -> None:

@@ -58,8 +58,14 @@ class Database:
         self.settings = settings
         self.primary = ServerPool("primary", primary_url, settings)
         read_urls = split_hosts(settings.database_read_url) if settings.database_read_url else []
+        replica_wait = settings.db_acquire_timeout * _REPLICA_SHARE_OF_ACQUIRE
         self.replicas = [
-            Replica(ServerPool(f"replica {server_label(url)}", url, settings)) for url in read_urls
+            Replica(
+                ServerPool(
+                    f"replica {server_label(url)}", url, settings, connect_timeout=replica_wait
+                )
+            )
+            for url in read_urls
         ]
         self.max_lag_seconds = settings.db_max_replica_lag_ms / 1000
         self.history = WalHistory()
@@ -203,7 +209,7 @@ class Session:
 
     async def _connect(self) -> Connection:
         database = self.database
-        if not self.read_only:
+        if not self.read_only or not database.replicas:
             return await self._use(database.primary, self._budget())
         started = time.monotonic()
         replica, reason = database.replica_for_read()

@@ -7,17 +7,16 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
 from service.database.routing import Session
 from service.errors import NOT_MODIFIED, problem_responses
-from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
+from service.sessions import session_of
 from service.users.queries import user_exists
 from service.validation import MAX_ID, PositiveId, QueryBool, StrictBody
 
@@ -55,7 +54,7 @@ async def _page(
 )
 async def list_user_posts(
     user_id: FromPath[int],
-    session: NamedDependency[Session],
+    request: Request[Any, Any, Any],
     state: State,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
@@ -63,6 +62,7 @@ async def list_user_posts(
 ) -> PostPage:
     """A page of one user's posts, newest first."""
     user_id = resources.require_id(user_id)
+    session = session_of(request)
     page = await _page(
         session, state.cursors, limit, cursor, author_id=user_id, published=published
     )
@@ -87,21 +87,21 @@ class PostController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[PostCreate],
-        session: NamedDependency[Session],
-        idempotency_key: IdempotencyKey,
     ) -> Response[Post]:
+        session = session_of(request)
+
         async def create() -> Response[Post]:
             stored = await queries.create_post(session, data)
             return resources.with_etag(
                 stored, status_code=201, location=f"/posts/{stored.resource.id}"
             )
 
-        return await idempotency.once(session, request, idempotency_key, data, create)
+        return await idempotency.once(session, request, data, create)
 
     @get("/", operation_id="listPosts", responses=problem_responses(400))
     async def list_posts(
         self,
-        session: NamedDependency[Session],
+        request: Request[Any, Any, Any],
         state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
@@ -110,7 +110,12 @@ class PostController(Controller):
     ) -> PostPage:
         """A page of posts, newest first."""
         return await _page(
-            session, state.cursors, limit, cursor, author_id=author_id, published=published
+            session_of(request),
+            state.cursors,
+            limit,
+            cursor,
+            author_id=author_id,
+            published=published,
         )
 
     @get(
@@ -121,11 +126,10 @@ class PostController(Controller):
     async def get_post(
         self,
         post_id: FromPath[int],
-        session: NamedDependency[Session],
-        if_none_match: resources.IfNoneMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[Post]:
-        stored = await queries.get_post(session, resources.require_id(post_id))
-        return resources.conditional_get(stored, if_none_match)
+        stored = await queries.get_post(session_of(request), resources.require_id(post_id))
+        return resources.conditional_get(stored, request)
 
     @patch(
         "/{post_id:int}",
@@ -138,13 +142,13 @@ class PostController(Controller):
         self,
         post_id: FromPath[int],
         data: JSONBody[PostPatch],
-        session: NamedDependency[Session],
-        if_match: resources.IfMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[Post]:
         post_id = resources.require_id(post_id)
+        session = session_of(request)
         return await resources.patch(
+            request,
             data.changes(),
-            if_match,
             read=partial(queries.get_post, session, post_id),
             update=partial(queries.update_post, session, post_id),
         )
@@ -153,12 +157,12 @@ class PostController(Controller):
     async def delete_post(
         self,
         post_id: FromPath[int],
-        session: NamedDependency[Session],
-        if_match: resources.IfMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[None]:
         post_id = resources.require_id(post_id)
+        session = session_of(request)
         return await resources.delete(
-            if_match,
+            request,
             read=partial(queries.get_post, session, post_id),
             remove=partial(queries.delete_post, session, post_id),
         )

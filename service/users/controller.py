@@ -7,14 +7,12 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service import idempotency, resources
-from service.database.routing import Session
 from service.errors import NOT_MODIFIED, problem_responses
-from service.idempotency import IdempotencyKey
 from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
+from service.sessions import session_of
 from service.users import queries
 from service.users.models import User, UserCreate, UserPage, UserPatch
 from service.validation import EMAIL_SCHEMA, StrictBody, query_email
@@ -35,21 +33,21 @@ class UserController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[UserCreate],
-        session: NamedDependency[Session],
-        idempotency_key: IdempotencyKey,
     ) -> Response[User]:
+        session = session_of(request)
+
         async def create() -> Response[User]:
             stored = await queries.create_user(session, data)
             return resources.with_etag(
                 stored, status_code=201, location=f"/users/{stored.resource.id}"
             )
 
-        return await idempotency.once(session, request, idempotency_key, data, create)
+        return await idempotency.once(session, request, data, create)
 
     @get("/", operation_id="listUsers", responses=problem_responses(400))
     async def list_users(
         self,
-        session: NamedDependency[Session],
+        request: Request[Any, Any, Any],
         state: State,
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
@@ -65,7 +63,9 @@ class UserController(Controller):
         after_id = 0 if cursor is None else state.cursors.decode("users", cursor)
         if email is not None:
             email = query_email(email)
-        rows = await queries.list_users(session, after_id=after_id, count=limit + 1, email=email)
+        rows = await queries.list_users(
+            session_of(request), after_id=after_id, count=limit + 1, email=email
+        )
         items, last_id = split_page(rows, limit, lambda user: user.id)
         next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
         return UserPage(items=list(items), next_cursor=next_cursor)
@@ -78,11 +78,10 @@ class UserController(Controller):
     async def get_user(
         self,
         user_id: FromPath[int],
-        session: NamedDependency[Session],
-        if_none_match: resources.IfNoneMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[User]:
-        stored = await queries.get_user(session, resources.require_id(user_id))
-        return resources.conditional_get(stored, if_none_match)
+        stored = await queries.get_user(session_of(request), resources.require_id(user_id))
+        return resources.conditional_get(stored, request)
 
     @patch(
         "/{user_id:int}",
@@ -95,13 +94,13 @@ class UserController(Controller):
         self,
         user_id: FromPath[int],
         data: JSONBody[UserPatch],
-        session: NamedDependency[Session],
-        if_match: resources.IfMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[User]:
         user_id = resources.require_id(user_id)
+        session = session_of(request)
         return await resources.patch(
+            request,
             data.changes(),
-            if_match,
             read=partial(queries.get_user, session, user_id),
             update=partial(queries.update_user, session, user_id),
         )
@@ -110,12 +109,12 @@ class UserController(Controller):
     async def delete_user(
         self,
         user_id: FromPath[int],
-        session: NamedDependency[Session],
-        if_match: resources.IfMatch,
+        request: Request[Any, Any, Any],
     ) -> Response[None]:
         user_id = resources.require_id(user_id)
+        session = session_of(request)
         return await resources.delete(
-            if_match,
+            request,
             read=partial(queries.get_user, session, user_id),
             remove=partial(queries.delete_user, session, user_id),
         )

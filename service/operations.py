@@ -1,4 +1,5 @@
-"""Liveness and readiness, for orchestrators and load balancers.
+"""The operator's routes: liveness and readiness for orchestrators and load balancers,
+and `/metrics` for Prometheus.
 
 Ready means: the primary answers, every migration of this version is applied, and commits
 complete (no synchronous standby is awaited that is not there). Replicas are reported as
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import asyncpg
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.plugins.prometheus import PrometheusController
 
 from service.database.migrations import migration_ids
 from service.database.routing import Database
 from service.database.sql import load_queries
 from service.errors import problem_responses, unavailable
+from service.observer import sample_in_flight
 
 SQL = load_queries("health")
 
@@ -79,3 +82,15 @@ class HealthController(Controller):
                 "Commits on the primary wait for a synchronous standby that is not connected"
             )
         return Readiness("ready", [ServerState("primary", "ok"), *_replica_states(database)])
+
+
+class MetricsController(PrometheusController):
+    """`/metrics` in Prometheus text, with this worker's pools and in-flight count sampled
+    at the scrape."""
+
+    @get(media_type="text/plain", operation_id="metrics", tags=["operations"])
+    async def get(self, state: State) -> Response[bytes]:
+        state.database.sample()
+        sample_in_flight()
+        response: Response[bytes] = await PrometheusController.get.fn(self)
+        return response

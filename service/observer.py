@@ -1,0 +1,143 @@
+"""The request observer: the ASGI layer around the whole app that gives every request its
+id, its metrics and its one log line.
+
+It wraps Litestar's handler (not a route), so unrouted requests (404, 405) count too, and
+reads the route template Litestar leaves in the scope: metrics and logs name
+`/users/{user_id}`, never the raw path. It logs the method, route, status, duration,
+client address and caller (a token's name): never bodies, query strings or headers, which
+can carry emails or tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.background import every
+from service.http import header
+from service.logs import REQUEST_LOG, RequestLine, request_id, timestamp
+from service.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS, SERVER_ERRORS, UNMATCHED
+
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+"""A caller's X-Request-ID is kept when short and made of printable, harmless characters."""
+
+_METHODS = ("GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
+
+IN_FLIGHT_SAMPLE_SECONDS = 1.0
+_in_flight: Counter[str] = Counter()
+"""Requests being answered now, by method: a plain count on the hot path (a gauge's
+`inc`/`dec` takes a lock twice a request), copied into `IN_FLIGHT` by `sample_in_flight`."""
+
+
+def sample_in_flight() -> None:
+    for method in (*_METHODS, "other"):
+        IN_FLIGHT.labels(method).set(_in_flight[method])
+
+
+def in_flight_sampler() -> AbstractAsyncContextManager[None]:
+    """Copy the in-flight counts into their gauge every second while the app runs."""
+
+    async def sample() -> None:
+        sample_in_flight()
+
+    return every(IN_FLIGHT_SAMPLE_SECONDS, sample)
+
+
+class _RouteMetrics:
+    """The labelled children of one (method, route, status), looked up once and kept:
+    prometheus-client's `labels()` takes a lock and builds a tuple on every call."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = (
+                REQUESTS.labels(*labels),
+                REQUEST_SECONDS.labels(*labels),
+                SERVER_ERRORS.labels(*labels) if status >= 500 else None,
+            )
+            self._children[key] = children
+        count, duration, errors = children
+        count.inc()
+        duration.observe(seconds)
+        if errors is not None:
+            errors.inc()
+
+
+class RequestObserver:
+    """ASGI middleware around the whole app: request id, metrics and one log line a request."""
+
+    def __init__(
+        self, app: ASGIApp, trace_fields: Callable[[], dict[str, str]] | None = None
+    ) -> None:
+        self.app = app
+        self.trace_fields = trace_fields  # the trace and span ids, when tracing is on
+        self.metrics = _RouteMetrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        incoming = header(scope, b"x-request-id")
+        current = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else None
+        current = current or os.urandom(16).hex()  # what uuid4().hex is made of, faster
+        token = request_id.set(current)
+        started = time.perf_counter()
+        status = 500
+        encoded_id = current.encode()
+        method = scope["method"]
+        counted = method if method in _METHODS else "other"
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", encoded_id)]
+            await send(message)
+
+        _in_flight[counted] += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _in_flight[counted] -= 1
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template", UNMATCHED)
+            self.metrics.observe(method, route, status, seconds)
+            if REQUEST_LOG.handler is not None:
+                self._log(scope, current, method, route, status, seconds)
+            request_id.reset(token)
+
+    def _log(
+        self, scope: Scope, current: str, method: str, route: str, status: int, seconds: float
+    ) -> None:
+        client = scope.get("client")
+        now = time.time()
+        line = RequestLine(
+            time=timestamp(now),
+            level="INFO",
+            logger="service.requests",
+            message="request",
+            request_id=current,
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+            remote=client[0] if client else None,
+            caller=scope.get("state", {}).get("caller"),
+        )
+        if self.trace_fields is not None:
+            ids = self.trace_fields()
+            line.trace_id, line.span_id = ids.get("trace_id"), ids.get("span_id")
+        REQUEST_LOG.write(line, now)
