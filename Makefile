@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check service tests loadtests fuzz clientgen
 	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen

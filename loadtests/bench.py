@@ -55,9 +55,9 @@ from typing import Any, NamedTuple, TextIO, TypeVar
 import asyncpg
 
 from loadtests import openloop, seed
+from service.base.settings import Settings, SettingsError
 from service.database import migrations
 from service.database.embedded import database
-from service.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = Path(__file__).resolve().parent / "wrk"

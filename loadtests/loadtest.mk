@@ -50,5 +50,5 @@ profile: loadtest-install wrk-install
 
 ## The instruments' own tests: the bench's verdict, the open-loop generator, the profile's
 ## buckets, the baselines answering as the service does (real PostgreSQL, as `make test`).
-loadtest-check: install
+loadtest-check: loadtest-install
 	$(BIN)/pytest loadtests/tests

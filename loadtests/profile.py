@@ -53,7 +53,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from loadtests import bench
-from service.settings import SettingsError
+from service.base.settings import SettingsError
 
 ENTRY, WHOLE, OWN, FALLBACK, PASS = "entry", "whole", "own", "fallback", "pass"
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import asyncpg
 
+from service.base.settings import SettingsError, from_env
 from service.database import migrations
 from service.database.embedded import database
-from service.settings import SettingsError, from_env
 
 USERS_PER_SCALE = 10_000
 POSTS_PER_SCALE = 200_000

@@ -13,13 +13,13 @@ import os
 import signal
 import sys
 
-from service import auth
+from service.base.logs import configure_logging
+from service.base.metrics import multiprocess_directory
+from service.base.settings import Settings, SettingsError, from_env
 from service.database import migrations
 from service.database.embedded import database
-from service.logs import configure_logging
-from service.metrics import multiprocess_directory
-from service.pagination import cursor_key
-from service.settings import Settings, SettingsError, from_env
+from service.edge import auth
+from service.http.pagination import cursor_key
 
 logger = logging.getLogger("service")
 

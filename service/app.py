@@ -9,19 +9,21 @@ from contextlib import asynccontextmanager, nullcontext
 from litestar import Litestar
 from litestar.datastructures import State
 
-from service import auth, idempotency, openapi, tracing
+from service import openapi
+from service.base.logs import configure_logging, flushing_logs
+from service.base.settings import Settings, SettingsError, from_env
 from service.database import routing
-from service.errors import problem_details_plugin
-from service.limits import RequestLimits
-from service.logs import configure_logging, flushing_logs
-from service.observer import RequestObserver, in_flight_sampler
+from service.edge import auth, tracing
+from service.edge.limits import RequestLimits
+from service.edge.observer import RequestObserver, in_flight_sampler
+from service.http import idempotency
+from service.http.errors import problem_details_plugin
+from service.http.pagination import CursorCodec, cursor_key
+from service.http.sessions import closing_sessions
+from service.http.validation import QUERY_DECODERS, ClosedStructSchemaPlugin, QuerySchemaPlugin
 from service.operations import HealthController, MetricsController
-from service.pagination import CursorCodec, cursor_key
 from service.posts.controller import PostController, list_user_posts
-from service.sessions import closing_sessions
-from service.settings import Settings, SettingsError, from_env
 from service.users.controller import UserController
-from service.validation import QUERY_DECODERS, ClosedStructSchemaPlugin, QuerySchemaPlugin
 
 MAX_BODY_BYTES = 1024 * 1024
 

@@ -48,11 +48,11 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from service.auth import open_prefixes
+from service.base.settings import Settings
 from service.database.replication import TOKEN_HEADER, TOKEN_MAX_LENGTH, TOKEN_PATTERN
-from service.errors import MEANINGS
-from service.idempotency import KEY_DESCRIPTION, KEY_HEADER, KEY_PATTERN
-from service.settings import Settings
+from service.edge.auth import open_prefixes
+from service.http.errors import MEANINGS
+from service.http.idempotency import KEY_DESCRIPTION, KEY_HEADER, KEY_PATTERN
 
 SCHEMA_PATH = "/schema"
 DOCUMENT_PATH = f"{SCHEMA_PATH}/openapi.json"

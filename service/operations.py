@@ -18,8 +18,8 @@ from litestar.plugins.prometheus import PrometheusController
 from service.database.migrations import migration_ids
 from service.database.routing import Database
 from service.database.sql import load_queries
-from service.errors import problem_responses, unavailable
-from service.observer import sample_in_flight
+from service.edge.observer import sample_in_flight
+from service.http.errors import problem_responses, unavailable
 
 SQL = load_queries("health")
 

@@ -26,10 +26,10 @@ import asyncpg
 import httpx
 import pytest
 
-from service import logs
+from service.base import logs
+from service.base.settings import Settings
 from service.database import migrations
 from service.database.embedded import EmbeddedPostgres
-from service.settings import Settings
 from tests.clusters import Clusters, Replicated, temporary_clusters, temporary_template
 from tests.helpers import (
     app_client,

@@ -16,7 +16,7 @@ import httpx
 from hypothesis import HealthCheck, settings
 
 from service.app import create_app
-from service.settings import Settings
+from service.base.settings import Settings
 
 REPRODUCIBLE = settings(
     derandomize=True,

@@ -9,8 +9,8 @@ import sys
 import msgspec
 import pytest
 
-from service import auth
-from service.settings import SettingsError, from_env
+from service.base.settings import SettingsError, from_env
+from service.edge import auth
 from tests.helpers import app_client, assert_problem, count_rows, refused_start, unique_email
 
 READER, WRITER, BOTH = "reader-token-value", "writer-token-value", "both-token-value"

@@ -8,8 +8,9 @@ import uuid
 import msgspec
 import pytest
 
-from service import auth, idempotency
 from service.database.pool import ServerPool
+from service.edge import auth
+from service.http import idempotency
 from tests.helpers import app_client, assert_problem, count_rows, unique_email
 
 

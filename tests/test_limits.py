@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service import limits
+from service.edge import limits
 from tests.helpers import assert_problem, count_rows
 
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from service import logs
+from service.base import logs
 
 
 async def test_a_valid_request_id_is_kept_and_returned(client):

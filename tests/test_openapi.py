@@ -10,11 +10,11 @@ import httpx
 import msgspec
 import pytest
 
-from service import auth
+from service.edge import auth
+from service.http.validation import EMAIL_SCHEMA
 from service.openapi import LINKS
 from service.posts.models import BODY, TITLE
 from service.users.models import NAME
-from service.validation import EMAIL_SCHEMA
 from tests.helpers import app_client, unique_email
 
 TOKEN = "openapi-test-token"

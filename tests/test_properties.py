@@ -24,12 +24,12 @@ from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
-from service.concurrency import if_match_versions, none_match
-from service.errors import InvalidInput
-from service.pagination import CursorCodec
+from service.http.concurrency import if_match_versions, none_match
+from service.http.errors import InvalidInput
+from service.http.pagination import CursorCodec
+from service.http.validation import MAX_ID, InvalidField, TextRule, decode, email
 from service.posts.models import PostCreate, PostPatch
 from service.users.models import UserCreate, UserPatch
-from service.validation import MAX_ID, InvalidField, TextRule, decode, email
 from tests.helpers import REPRODUCIBLE, unique_email
 
 # -- strategies ----------------------------------------------------------------------------

@@ -23,9 +23,9 @@ import pytest
 
 from loadtests.seed import DataSet, seed
 from service.database import migrations
+from service.http.validation import MAX_ID
 from service.posts.queries import list_posts
 from service.users.queries import list_users
-from service.validation import MAX_ID
 from tests.helpers import connect
 
 # Small enough to seed in about a second, large enough that a sequential scan or a sort

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import msgspec
 
+from service.base.metrics import READ_FALLBACKS, READS
+from service.base.settings import Settings
 from service.database import migrations
-from service.metrics import READ_FALLBACKS, READS
-from service.settings import Settings
 from tests.clusters import Replicated, Server, hosts_url
 from tests.helpers import app_client, assert_problem
 

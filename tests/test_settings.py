@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import SettingsError, from_env
+from service.base.settings import SettingsError, from_env
 from tests.helpers import refused_start
 
 

@@ -18,9 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service.posts.models import BODY, TITLE
-from service.users.models import NAME
-from service.validation import (
+from service.http.validation import (
     EMAIL_MAX_LENGTH,
     EMAIL_SCHEMA,
     WHITESPACE,
@@ -28,6 +26,8 @@ from service.validation import (
     TextRule,
     email,
 )
+from service.posts.models import BODY, TITLE
+from service.users.models import NAME
 from tests.helpers import REPRODUCIBLE as PROPERTY_TESTS
 
 REPRODUCIBLE = settings(PROPERTY_TESTS, max_examples=400)

@@ -31,9 +31,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from service import auth, tracing
 from service.app import create_app
-from service.observer import RequestObserver
+from service.edge import auth, tracing
+from service.edge.observer import RequestObserver
 from tests.helpers import app_client, unique_email
 from tests.server import free_port, running_service
 

@@ -13,8 +13,8 @@ import sys
 
 import uvicorn
 
-from service.logs import configure_logging
-from service.settings import SettingsError, from_env
+from service.base.logs import configure_logging
+from service.base.settings import SettingsError, from_env
 
 APPS = {
     "bare": "loadtests.baseline.bare:app_from_env",

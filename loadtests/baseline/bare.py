@@ -23,17 +23,17 @@ from urllib.parse import parse_qs
 import asyncpg
 import msgspec
 
-from service.concurrency import Versioned, stored, written
+from service.base.settings import Settings, from_env
 from service.database import pool as database
 from service.database.statements import page_newest_first, update_by_id
-from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
+from service.http.concurrency import Versioned, stored, written
+from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
+from service.http.validation import MAX_ID
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
 from service.posts.queries import _PAGE_COLUMNS as PAGE_COLUMNS  # what a page selects
 from service.posts.queries import COLUMNS as POST_COLUMNS
 from service.posts.queries import SQL as POSTS_SQL
-from service.settings import Settings, from_env
 from service.users.queries import SQL as USERS_SQL
-from service.validation import MAX_ID
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

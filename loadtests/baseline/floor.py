@@ -32,15 +32,15 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 
-from service.concurrency import Versioned
+from service.base.settings import Settings, from_env
 from service.database import pool as database
-from service.errors import InvalidInput
-from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
+from service.http.concurrency import Versioned
+from service.http.errors import InvalidInput
+from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
+from service.http.validation import MAX_ID
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
-from service.settings import Settings, from_env
 from service.users.queries import user_exists
-from service.validation import MAX_ID
 
 RowId = Annotated[int, Parameter(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]

@@ -6,7 +6,7 @@ import pytest
 
 from loadtests import bench
 from loadtests.bench import Check, Config, Round, Summary, check_targets, summarise
-from service.settings import SettingsError
+from service.base.settings import SettingsError
 
 
 def summary(rps: float, p95: float, p99: float) -> Summary:

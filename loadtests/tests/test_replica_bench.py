@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY, generate_latest
 from loadtests import replica_bench
 from loadtests.bench import BenchError, Server, Summary
 from loadtests.replica_bench import Reads, ReplicaConfig, ReplicatedDatabase
-from service.metrics import READ_FALLBACKS, READS
-from service.settings import SettingsError
+from service.base.metrics import READ_FALLBACKS, READS
+from service.base.settings import SettingsError
 from tests.server import free_port
 
 TINY_SCALE = 0.001  # 10 users, 200 posts: enough to read, quick to seed and copy
@@ -41,7 +41,7 @@ def test_the_routing_check_passes_on_a_primary_only_and_a_replica_service(
     database.standby.wait_replayed()
     lines = replica_bench.verify_routing(services, database.standby, token)
     assert lines == [
-        "primary only: 20 of 20 GETs served by the primary",
+        "primary only: no replica configured; none of 20 GETs on a replica",
         "replica: 20 of 20 GETs served by the replica",
         "replica + token (replayed): 20 of 20 GETs served by the replica",
         "the check runs: a token the paused replica lacks was answered by the primary "

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings
+from service.base.settings import Settings
 
 logger = logging.getLogger(__name__)
 # The wheel logs every pg_ctl call with its whole output at INFO.

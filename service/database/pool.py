@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from service.metrics import POOL_ACQUIRE_SECONDS, POOL_IDLE, POOL_IN_USE, POOL_MAX, POOL_SIZE
-from service.settings import Settings
+from service.base.metrics import POOL_ACQUIRE_SECONDS, POOL_IDLE, POOL_IN_USE, POOL_MAX, POOL_SIZE
+from service.base.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Gauge
 
+from service.base.metrics import REPLICA_LAG_SECONDS, REPLICA_UP
 from service.database.pool import Connection, ServerPool
 from service.database.sql import load_queries
-from service.metrics import REPLICA_LAG_SECONDS, REPLICA_UP
 
 SQL = load_queries("replication")
 

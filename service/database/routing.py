@@ -27,7 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from service.background import every
+from service.base.background import every
+from service.base.metrics import READ_FALLBACKS, READS
+from service.base.settings import Settings
 from service.database.pool import Connection, ServerPool, connection_lost
 from service.database.replication import (
     REPLICA_CHECK_SECONDS,
@@ -38,8 +40,6 @@ from service.database.replication import (
     shows_transaction,
 )
 from service.database.urls import server_label, split_hosts
-from service.metrics import READ_FALLBACKS, READS
-from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service import idempotency, resources
 from service.database.routing import Session
-from service.errors import NOT_MODIFIED, problem_responses
-from service.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
+from service.http import idempotency, resources
+from service.http.errors import NOT_MODIFIED, problem_responses
+from service.http.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
+from service.http.sessions import session_of
+from service.http.validation import MAX_ID, PositiveId, QueryBool, StrictBody
 from service.posts import queries
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
-from service.sessions import session_of
 from service.users.queries import user_exists
-from service.validation import MAX_ID, PositiveId, QueryBool, StrictBody
 
 Published = Annotated[
     QueryBool | None, QueryParameter(description="Only posts with this `published`.")

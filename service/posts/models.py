@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from service import validation
+from service.http import validation
 
 AuthorId = Annotated[
     int, msgspec.Meta(ge=1, le=validation.MAX_ID, description="Id of an existing user.")

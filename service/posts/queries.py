@@ -3,10 +3,10 @@ dynamic shapes come from `service.database.statements`."""
 
 from __future__ import annotations
 
-from service.concurrency import Versioned, stored, written
 from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import page_newest_first, update_row
+from service.http.concurrency import Versioned, stored, written
 from service.posts.models import Post, PostCreate
 
 SQL = load_queries("posts")

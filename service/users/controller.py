@@ -9,13 +9,13 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service import idempotency, resources
-from service.errors import NOT_MODIFIED, problem_responses
-from service.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
-from service.sessions import session_of
+from service.http import idempotency, resources
+from service.http.errors import NOT_MODIFIED, problem_responses
+from service.http.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
+from service.http.sessions import session_of
+from service.http.validation import EMAIL_SCHEMA, StrictBody, query_email
 from service.users import queries
 from service.users.models import User, UserCreate, UserPage, UserPatch
-from service.validation import EMAIL_SCHEMA, StrictBody, query_email
 
 
 class UserController(Controller):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from service import validation
+from service.http import validation
 
 EMAIL_DESCRIPTION = (
     "At most 320 characters, one '@' with text on both sides and no whitespace (whitespace "

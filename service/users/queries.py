@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service.concurrency import Versioned, stored, written
 from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import update_row
+from service.http.concurrency import Versioned, stored, written
 from service.users.models import User, UserCreate
 
 SQL = load_queries("users")

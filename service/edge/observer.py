@@ -21,10 +21,10 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.background import every
-from service.http import header
-from service.logs import REQUEST_LOG, RequestLine, request_id, timestamp
-from service.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS, SERVER_ERRORS, UNMATCHED
+from service.base.background import every
+from service.base.logs import REQUEST_LOG, RequestLine, request_id, timestamp
+from service.base.metrics import IN_FLIGHT, REQUEST_SECONDS, REQUESTS, SERVER_ERRORS, UNMATCHED
+from service.base.scope import header
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 """A caller's X-Request-ID is kept when short and made of printable, harmless characters."""

@@ -33,8 +33,8 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.typing import FieldDefinition
 
-from service.errors import FieldError, InvalidInput, problem
-from service.http import header
+from service.base.scope import header
+from service.http.errors import FieldError, InvalidInput, problem
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator

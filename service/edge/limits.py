@@ -14,7 +14,7 @@ import asyncio
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from service.errors import SlowBody, send_problem
+from service.http.errors import SlowBody, send_problem
 
 MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 16 * 1024

@@ -25,16 +25,16 @@ import asyncpg
 import msgspec
 from litestar import Request, Response
 
-from service.auth import CALLER_STATE_KEY
-from service.background import every
+from service.base.background import every
+from service.base.scope import CALLER_STATE_KEY, header
 from service.database.pool import ServerPool
 from service.database.replication import TOKEN_HEADER, encode_token
 from service.database.routing import Session
 from service.database.sql import load_queries
-from service.errors import FieldError, InvalidInput, problem
-from service.http import header
+from service.http.errors import FieldError, InvalidInput, problem
 
-logger = logging.getLogger(__name__)
+# Its name from before the packages by layer: operators filter the log by it.
+logger = logging.getLogger("service.idempotency")
 
 SQL = load_queries("idempotency")
 CLEANUP_INTERVAL_SECONDS = 600

@@ -41,7 +41,8 @@ from opentelemetry.util.types import Attributes
 if TYPE_CHECKING:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-logger = logging.getLogger(__name__)
+# Its name from before the packages by layer: operators filter the log by it.
+logger = logging.getLogger("service.tracing")
 
 DEFAULT_SERVICE_NAME = "posts-service"
 FLUSH_TIMEOUT_MILLIS = 5000

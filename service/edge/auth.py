@@ -23,14 +23,13 @@ import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import send_problem
-from service.http import raw_header
-from service.settings import Settings, SettingsError
+from service.base.scope import CALLER_STATE_KEY, raw_header
+from service.base.settings import Settings, SettingsError
+from service.http.errors import send_problem
 
 SCOPES: frozenset[str] = frozenset({"read", "write"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = [(b"www-authenticate", b'Bearer realm="posts-service"')]
-CALLER_STATE_KEY = "caller"
 NO_TOKENS = (
     "no API tokens are configured (API_TOKENS_FILE or API_TOKENS); "
     "set AUTH_DISABLED=1 to serve without authentication"
@@ -178,7 +177,7 @@ def settle(settings: Settings) -> Settings:
         return settings
     if not settings.embedded:
         raise SettingsError(NO_TOKENS)
-    logging.getLogger(__name__).warning(
+    logging.getLogger("service.auth").warning(  # its name from before the layers
         "no API tokens configured: serving WITHOUT authentication on the embedded database"
     )
     return msgspec.structs.replace(settings, auth_disabled=True)

@@ -22,7 +22,8 @@ from litestar.plugins.problem_details import (
 )
 from litestar.types import HTTPResponseStartEvent, Send
 
-logger = logging.getLogger(__name__)
+# Its name from before the packages by layer: operators filter the log by it.
+logger = logging.getLogger("service.errors")
 
 RETRY_AFTER_SECONDS = "1"
 INVALID_FIELDS = "The request has invalid fields"

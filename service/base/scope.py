@@ -1,8 +1,11 @@
-"""Small helpers for the ASGI layers in front of the app (auth, limits, the request observer)."""
+"""Reading an ASGI scope: request headers, and the keys the layers leave in its state."""
 
 from __future__ import annotations
 
 from litestar.types import Scope
+
+CALLER_STATE_KEY = "caller"
+"""Where the token gate leaves the caller's name (a token's name) in `scope["state"]`."""
 
 
 def raw_header(scope: Scope, name: bytes) -> bytes | None:

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 from litestar import Request, Response
 from litestar.exceptions import NotFoundException
 
-from service.concurrency import Versioned, if_match_versions, none_match
+from service.base.scope import header_list
 from service.database.replication import TOKEN_HEADER, encode_token
-from service.errors import problem
-from service.http import header_list
-from service.validation import MAX_ID
+from service.http.concurrency import Versioned, if_match_versions, none_match
+from service.http.errors import problem
+from service.http.validation import MAX_ID
 
 T = TypeVar("T")
 

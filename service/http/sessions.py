@@ -17,10 +17,10 @@ from typing import Any
 from litestar import Request
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from service.base.scope import header
 from service.database.replication import TOKEN_HEADER, InvalidToken, decode_token
 from service.database.routing import Session
-from service.errors import FieldError, InvalidInput
-from service.http import header
+from service.http.errors import FieldError, InvalidInput
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 _TOKEN_KEY = TOKEN_HEADER.lower().encode()

@@ -20,8 +20,8 @@ from typing import Annotated, TypeVar
 
 from litestar.params import QueryParameter
 
-from service.errors import FieldError, InvalidInput
-from service.validation import MAX_ID, QueryInt
+from service.http.errors import FieldError, InvalidInput
+from service.http.validation import MAX_ID, QueryInt
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from service.background import every
+from service.base.background import every
 
 LogFormat = Literal["json", "text"]
 
