@@ -65,7 +65,7 @@ POOL_MAX = Gauge(
 )
 POOL_ACQUIRE_SECONDS = Histogram(
     "service_db_pool_acquire_seconds",
-    "Time a request waited for a database connection",
+    "Time a request that found every connection busy waited for one",
     ["server"],
     buckets=LATENCY_BUCKETS,
 )

@@ -100,14 +100,17 @@ class FairGate:
     def __init__(self, permits: int) -> None:
         self._free = permits
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Looked up once: asyncio checks the process id (a system call) on every lookup.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def enter(self, wait: float) -> None:
-        """Take a permit, waiting at most `wait` seconds (then TimeoutError)."""
+    async def enter(self, wait: float) -> bool:
+        """Take a permit, waiting at most `wait` seconds (then TimeoutError); whether it
+        had to wait."""
         # A free permit means nobody is waiting: `leave` hands permits to waiters first.
         if self._free:
             self._free -= 1
-            return
-        loop = asyncio.get_running_loop()
+            return False
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         turn: asyncio.Future[None] = loop.create_future()
         self._waiters.append(turn)
         deadline = loop.call_later(wait, _give_up, turn)
@@ -119,6 +122,7 @@ class FairGate:
             raise
         finally:
             deadline.cancel()
+        return True
 
     def leave(self) -> None:
         """Give a permit back: to the oldest waiter still waiting, else to the pool."""
@@ -232,7 +236,7 @@ class ServerPool:
     async def acquire(self, wait: float) -> Connection:
         """A connection, waited for at most `wait` seconds (then TimeoutError)."""
         started = time.perf_counter()
-        await self._turns.enter(wait)
+        waited = await self._turns.enter(wait)
         try:
             # With a permit there is a free connection in the pool: this waits only for
             # a connection to be opened, which connect_timeout bounds.
@@ -240,7 +244,8 @@ class ServerPool:
         except BaseException:
             self._turns.leave()
             raise
-        self._acquire_seconds.observe(time.perf_counter() - started)
+        if waited:  # the histogram is of waits: a request that found a free one adds none
+            self._acquire_seconds.observe(time.perf_counter() - started)
         return connection
 
     async def release(self, connection: Connection, *, lost: bool = False) -> None:
