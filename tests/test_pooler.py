@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from urllib.parse import urlsplit
 
 import httpx
@@ -72,6 +73,39 @@ class Load:
 
     def since(self, before: Counter[int]) -> Counter[int]:
         return self.statuses - before
+
+    async def through(
+        self,
+        fault: Callable[[], object],
+        repair: Callable[[], object],
+        *,
+        away: float,
+        served_path: str,
+        what: str,
+    ) -> None:
+        """Under load: `fault`, `away` seconds, `repair`; then check that meanwhile every
+        answer was a 503 with Retry-After or a success, never a 500, and that service came
+        back by itself with no 503 afterwards."""
+        self.start()
+        await asyncio.sleep(0.5)
+        before = Counter(self.statuses)
+        await asyncio.to_thread(fault)
+        await asyncio.sleep(away)
+        during = self.since(before)
+        await asyncio.to_thread(repair)
+        recovery = await _until_served(self.client, served_path)
+        await asyncio.sleep(0.5)
+        settled = Counter(self.statuses)
+        await asyncio.sleep(0.5)
+        after = self.since(settled)
+        await self.stop()
+        print(f"{what} back: served again after {recovery:.2f} s; answers {dict(self.statuses)}")
+        assert set(self.statuses) <= {200, 201, 503}, self.statuses
+        assert during[503] > 0, during  # the fault was seen
+        assert self.without_retry_after == 0
+        assert after[200] > 0, after
+        assert after[201] > 0, after
+        assert after[503] == 0, after
 
 
 async def _until_served(client: httpx.AsyncClient, path: str, seconds: float = 15) -> float:
@@ -150,27 +184,13 @@ async def test_pgbouncer_restarted_under_load(settings, direct_database_url, pgb
     )
     async with app_client(behind) as client:
         post = await client.post("/posts", json={"author_id": user["id"], "title": "p", "body": ""})
-        load = Load(client, user["id"], post.json()["id"])
-        load.start()
-        await asyncio.sleep(0.5)
-        before = Counter(load.statuses)
-        await asyncio.to_thread(bouncer.stop)
-        await asyncio.sleep(1.0)  # PgBouncer is away
-        during = load.since(before)
-        await asyncio.to_thread(bouncer.start)
-        recovery = await _until_served(client, f"/posts/{post.json()['id']}")
-        await asyncio.sleep(0.5)
-        settled = Counter(load.statuses)
-        await asyncio.sleep(0.5)
-        after = load.since(settled)
-        await load.stop()
-    print(f"PgBouncer back: served again after {recovery:.2f} s; answers {dict(load.statuses)}")
-    assert set(load.statuses) <= {200, 201, 503}, load.statuses
-    assert during[503] > 0, during  # the fault was seen
-    assert load.without_retry_after == 0
-    assert after[200] > 0, after
-    assert after[201] > 0, after
-    assert after[503] == 0, after
+        await Load(client, user["id"], post.json()["id"]).through(
+            bouncer.stop,
+            bouncer.start,
+            away=1.0,
+            served_path=f"/posts/{post.json()['id']}",
+            what="PgBouncer",
+        )
 
 
 async def test_postgres_restarted_behind_pgbouncer(settings, own_postgres, pgbouncer_for):
@@ -191,26 +211,11 @@ async def test_postgres_restarted_behind_pgbouncer(settings, own_postgres, pgbou
         post = await client.post(
             "/posts", json={"author_id": author.json()["id"], "title": "p", "body": ""}
         )
-        load = Load(client, author.json()["id"], post.json()["id"])
-        load.start()
-        await asyncio.sleep(0.5)
-        before = Counter(load.statuses)
-        await asyncio.to_thread(embedded.pg_ctl, "-w", "-m", "immediate", "stop")
-        await asyncio.sleep(1.5)  # PostgreSQL is away; PgBouncer is up
-        during = load.since(before)
-        await asyncio.to_thread(embedded.start)
-        recovery = await _until_served(client, f"/posts/{post.json()['id']}")
-        await asyncio.sleep(0.5)
-        settled = Counter(load.statuses)
-        await asyncio.sleep(0.5)
-        after = load.since(settled)
-        await load.stop()
-        ready = await client.get("/health/ready")
-    print(f"PostgreSQL back: served again after {recovery:.2f} s; answers {dict(load.statuses)}")
-    assert set(load.statuses) <= {200, 201, 503}, load.statuses
-    assert during[503] > 0, during
-    assert load.without_retry_after == 0
-    assert after[200] > 0, after
-    assert after[201] > 0, after
-    assert after[503] == 0, after
-    assert ready.status_code == 200
+        await Load(client, author.json()["id"], post.json()["id"]).through(
+            partial(embedded.pg_ctl, "-w", "-m", "immediate", "stop"),
+            embedded.start,
+            away=1.5,  # PostgreSQL is away; PgBouncer is up
+            served_path=f"/posts/{post.json()['id']}",
+            what="PostgreSQL",
+        )
+        assert (await client.get("/health/ready")).status_code == 200

@@ -61,6 +61,17 @@ async def _user(client: httpx.AsyncClient, name: str = "Ada") -> httpx.Response:
     return response
 
 
+async def _post_on_the_replica(
+    client: httpx.AsyncClient, cluster: Replicated
+) -> tuple[dict[str, Any], httpx.Response]:
+    """A user and a post, replayed on the standby, with the replica in use."""
+    author = (await _user(client)).json()
+    post = await client.post("/posts", json={"author_id": author["id"], "title": "t", "body": ""})
+    await asyncio.to_thread(cluster.standby.wait_replayed)
+    await _replica_in_use(client)
+    return author, post
+
+
 def _scans(server: Server) -> tuple[int, int]:
     """Index scans of posts and committed transactions of `app`, by the server's own
     cumulative statistics."""
@@ -76,12 +87,7 @@ def _scans(server: Server) -> tuple[int, int]:
 async def test_plain_gets_are_served_by_the_replica(settings, replicated):
     _migrated(replicated)
     async with app_client(_settings(settings, replicated)) as client:
-        author = (await _user(client)).json()
-        post = await client.post(
-            "/posts", json={"author_id": author["id"], "title": "read me", "body": ""}
-        )
-        await asyncio.to_thread(replicated.standby.wait_replayed)
-        await _replica_in_use(client)
+        _, post = await _post_on_the_replica(client, replicated)
         primary_before, standby_before = _scans(replicated.primary), _scans(replicated.standby)
         for _ in range(50):
             assert (await client.get(post.headers["location"])).status_code == 200
@@ -179,12 +185,7 @@ async def test_a_lagging_replica_is_skipped(settings, replicated):
 async def test_a_replica_stopped_under_load_costs_no_request(settings, replicated):
     _migrated(replicated)
     async with app_client(_settings(settings, replicated)) as client:
-        author = (await _user(client)).json()
-        post = await client.post(
-            "/posts", json={"author_id": author["id"], "title": "t", "body": ""}
-        )
-        await asyncio.to_thread(replicated.standby.wait_replayed)
-        await _replica_in_use(client)
+        author, post = await _post_on_the_replica(client, replicated)
         statuses: Counter[int] = Counter()
         stop = asyncio.Event()
 
