@@ -5,7 +5,10 @@ wrk sends the same scenarios to three servers on one seeded embedded PostgreSQL:
 - the Litestar floor (`python -m loadtests.baseline floor`): a minimal idiomatic Litestar
   app with the service's SQL, msgspec structs and pool opener;
 - the bare baseline (`python -m loadtests.baseline bare`): a plain ASGI app doing the same
-  database work with no framework at all.
+  database work with no framework at all;
+- on request (BENCH_TARGETS=service,pooled), the service again behind a PgBouncer 1.18 of
+  the bench's own in transaction mode, with `DB_POOLER=transaction`, on the same database:
+  pooled / service is what transaction pooling costs (issue 8: at least 0.8x).
 The baselines' pool holds 16 connections, all opened at start; the service keeps its own
 pool settings. service / floor is what the service's own layers cost (token gate, limits,
 request id, metrics, request log, database session, conditional requests); floor /
@@ -21,11 +24,13 @@ loadtests/reports/bench-*.json and the tables to bench-*.txt.
 
 Environment: BENCH_SECONDS (10) per round, BENCH_ROUNDS (3, at least 2) per server and
 scenario, BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_SCENARIOS (all, comma-
-separated), BENCH_TARGETS (service,floor,bare), BENCH_OPEN_RATE (requests/s of the
+separated), BENCH_TARGETS (service,floor,bare; also pooled), BENCH_OPEN_RATE (requests/s of the
 open-loop phase; 0 skips it), BENCH_GATE (1: exit 1 when a target is missed), SEED_SCALE
 (1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data already in
 BENCH_DATA_DIR), BENCH_DATA_DIR (.data/bench), BENCH_SERVICE_PORT (8101),
-BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103). Exit code 0 when
+BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103),
+BENCH_POOLED_PORT (8104, the service via PgBouncer; PgBouncer itself on a free port). Exit
+code 0 when
 every round ran, whatever the figures, unless BENCH_GATE=1.
 """
 
@@ -58,6 +63,8 @@ from loadtests import openloop, seed
 from service.base.settings import Settings, SettingsError
 from service.database import migrations
 from service.database.embedded import database
+from tests.helpers import database_url_for
+from tests.pgbouncer import PGBOUNCER, running_pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
@@ -71,10 +78,17 @@ BENCH_TOKEN = "bench-token-not-for-production"
 C = TypeVar("C")  # a bench's configuration
 
 SCENARIOS = ("get_post", "user_posts", "list_deep", "create_post", "patch_post", "mixed")
-TARGETS = ("service", "floor", "bare")
-LABELS = {"service": "service", "floor": "Litestar floor", "bare": "bare ASGI"}
+TARGETS = ("service", "pooled", "floor", "bare")
+DEFAULT_TARGETS = ("service", "floor", "bare")
+LABELS = {
+    "service": "service",
+    "pooled": "via PgBouncer",
+    "floor": "Litestar floor",
+    "bare": "bare ASGI",
+}
 COMMANDS = {
     "service": ("service", "serve"),
+    "pooled": ("service", "serve"),
     "floor": ("loadtests.baseline", "floor"),
     "bare": ("loadtests.baseline", "bare"),
 }
@@ -86,6 +100,8 @@ BASELINE_POOL_SIZE = 16
 MIN_RPS_RATIO = 0.85  # every scenario's req/s at least this times the floor's
 MAX_P99_RATIO = 2.0  # every scenario's p99 at most this times the floor's
 MAX_MIXED_P95_MS = 8.0
+# The target of issue 8, item 4: the service through PgBouncer against the service direct.
+MIN_POOLED_RPS_RATIO = 0.8
 
 # Below saturation: the mixed scenario at a fixed rate, for these targets.
 OPEN_LOOP_SCENARIO = "mixed"
@@ -114,8 +130,14 @@ def whole_number(environ: Mapping[str, str], name: str, default: int, minimum: i
     return int(raw)
 
 
-def comma_list(environ: Mapping[str, str], name: str, known: tuple[str, ...]) -> tuple[str, ...]:
-    chosen = [part.strip() for part in (environ.get(name) or ",".join(known)).split(",")]
+def comma_list(
+    environ: Mapping[str, str],
+    name: str,
+    known: tuple[str, ...],
+    default: tuple[str, ...] | None = None,
+) -> tuple[str, ...]:
+    """The names of `environ[name]` (default: `default`, or all `known`), in known's order."""
+    chosen = [part.strip() for part in (environ.get(name) or ",".join(default or known)).split(",")]
     if unknown := set(chosen) - set(known):
         raise SettingsError(f"{name}: unknown {sorted(unknown)}; known {known}")
     return tuple(name for name in known if name in chosen)  # in the canonical order
@@ -147,10 +169,13 @@ class Config:
             open_rate = -1.0
         if open_rate is not None and not (open_rate >= 0 and math.isfinite(open_rate)):
             raise SettingsError(f"BENCH_OPEN_RATE={raw_rate!r}: must be a number >= 0")
-        targets = comma_list(environ, "BENCH_TARGETS", TARGETS)
+        targets = comma_list(environ, "BENCH_TARGETS", TARGETS, DEFAULT_TARGETS)
         gate = (environ.get("BENCH_GATE") or "0") == "1"
-        if gate and not {"service", "floor"} <= set(targets):
-            raise SettingsError("BENCH_GATE=1 compares the service with the floor: run both")
+        if gate and not ("service" in targets and {"floor", "pooled"} & set(targets)):
+            raise SettingsError(
+                "BENCH_GATE=1 compares the service with the floor or with itself via "
+                "PgBouncer: run the service and one of them"
+            )
         return cls(
             seconds=number("BENCH_SECONDS", 10, 1),
             rounds=number("BENCH_ROUNDS", 3, 2),
@@ -167,6 +192,7 @@ class Config:
                 "service": number("BENCH_SERVICE_PORT", 8101, 1),
                 "bare": number("BENCH_BASELINE_PORT", 8102, 1),
                 "floor": number("BENCH_FLOOR_PORT", 8103, 1),
+                "pooled": number("BENCH_POOLED_PORT", 8104, 1),
             },
         )
 
@@ -243,10 +269,12 @@ class Check:
 def check_targets(
     summaries: dict[tuple[str, str], Summary], scenarios: tuple[str, ...]
 ) -> list[Check]:
-    """Every target that the scenarios and servers run can decide, against the floor."""
+    """Every target that the scenarios and servers run can decide: issue 9's against the
+    floor, issue 8's of the service via PgBouncer against the service direct."""
     checks = []
     for scenario in scenarios:
         service, floor = summaries.get((scenario, "service")), summaries.get((scenario, "floor"))
+        pooled = summaries.get((scenario, "pooled"))
         if service is not None and floor is not None:
             least = MIN_RPS_RATIO * floor.rps
             checks.append(
@@ -266,6 +294,17 @@ def check_targets(
                     service.p99 <= most,
                     f"{service.p99:.1f} <= {MAX_P99_RATIO:g} x {floor.p99:.1f} = {most:.1f}"
                     f"  ({ratio(service.p99, floor.p99)} of the floor)",
+                )
+            )
+        if service is not None and pooled is not None:
+            least = MIN_POOLED_RPS_RATIO * service.rps
+            checks.append(
+                Check(
+                    scenario,
+                    "pooler",
+                    pooled.rps >= least,
+                    f"{pooled.rps:,.0f} >= {MIN_POOLED_RPS_RATIO} x {service.rps:,.0f} = "
+                    f"{least:,.0f}  ({ratio(pooled.rps, service.rps)} of the service direct)",
                 )
             )
         if scenario == "mixed" and service is not None:
@@ -343,7 +382,9 @@ def server_environment(
 
 def target_environment(target: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
     environment = server_environment(database_url, data_dir, port)
-    if target != "service":
+    if target == "pooled":
+        environment.update(DB_POOLER="transaction")
+    elif target != "service":
         pool_size = str(BASELINE_POOL_SIZE)
         environment.update(DB_POOL_MIN=pool_size, DB_POOL_MAX=pool_size)
     return environment
@@ -448,15 +489,29 @@ def seeded_database(config: Config) -> Iterator[str]:
         yield database_url
 
 
+@contextmanager
+def pgbouncer_in_front(database_url: str) -> Iterator[str]:
+    """The URL of `database_url`'s database through a PgBouncer in transaction mode, with
+    its default configuration (tests/pgbouncer.py), stopped and removed on exit."""
+    if not PGBOUNCER.exists():
+        raise BenchError(f"{PGBOUNCER} is missing: `make bench-pooler` installs it")
+    with running_pgbouncer(database_url) as bouncer:
+        yield database_url_for(bouncer.url(), database_url.partition("?")[0].rsplit("/", 1)[1])
+
+
 def start_servers(
     stack: ExitStack, config: Config, database_url: str, targets: tuple[str, ...]
 ) -> dict[str, Server]:
+    """Every target, started and ready; the pooled one behind a PgBouncer of its own."""
+    urls = dict.fromkeys(targets, database_url)
+    if "pooled" in urls:
+        urls["pooled"] = stack.enter_context(pgbouncer_in_front(database_url))
     return {
         target: stack.enter_context(
             running(
                 target,
                 COMMANDS[target],
-                target_environment(target, database_url, config.data_dir, config.ports[target]),
+                target_environment(target, urls[target], config.data_dir, config.ports[target]),
                 config.ports[target],
             )
         )
@@ -611,25 +666,32 @@ def saturated_table(config: Config, summaries: dict[tuple[str, str], Summary]) -
         [
             f"median of {config.rounds} interleaved rounds of {config.seconds} s per server; "
             f"{config.connections} connections, {config.threads} wrk threads; latencies in ms; "
-            "s/f = service / Litestar floor, s/b = service / bare ASGI"
+            "s/f = service / Litestar floor, s/b = service / bare ASGI, "
+            "p/s = service via PgBouncer / service direct"
         ],
         config.scenarios,
-        LABELS,
+        {target: LABELS[target] for target in config.targets},
         summaries,
         [
-            RatioColumn("s/f req/s", "service", "floor", "rps"),
-            RatioColumn("s/f p99", "service", "floor", "p99"),
-            RatioColumn("s/b req/s", "service", "bare", "rps"),
+            RatioColumn(heading, top, bottom, measure)
+            for heading, top, bottom, measure in (
+                ("s/f req/s", "service", "floor", "rps"),
+                ("s/f p99", "service", "floor", "p99"),
+                ("s/b req/s", "service", "bare", "rps"),
+                ("p/s req/s", "pooled", "service", "rps"),
+            )
+            if {top, bottom} <= set(config.targets)
         ],
     )
 
 
 def verdict_block(checks: list[Check]) -> str:
     if not checks:
-        return "targets of issue 9: not checked (they need the service and the floor)"
+        return "targets: not checked (they need the service and the floor, or via PgBouncer)"
     passed = sum(check.passed for check in checks)
     lines = [
-        "targets of issue 9 (the service against the Litestar floor, medians of the rounds):",
+        "targets, on the medians of the rounds (issue 9: the service against the Litestar "
+        "floor; issue 8: the service via PgBouncer against the service direct):",
         *(
             f"  {'PASS' if check.passed else 'FAIL'}  {check.scenario:<12} {check.measure:<7} "
             f"{check.text}"

@@ -7,7 +7,8 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench bench-replica profile loadtest-check loadtest-install wrk-install
+.PHONY: seed loadtest bench bench-pooler bench-replica profile loadtest-check loadtest-install \
+	wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -20,6 +21,12 @@ wrk-install:
 	@command -v wrk >/dev/null 2>&1 || { \
 		echo "wrk not found: installing the Debian package"; \
 		$(SUDO) apt-get install -y wrk || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }; \
+	}
+
+pgbouncer-install:
+	@test -x /usr/sbin/pgbouncer || { \
+		echo "PgBouncer not found: installing the Debian package"; \
+		$(SUDO) apt-get install -y pgbouncer || { $(SUDO) apt-get update && $(SUDO) apt-get install -y pgbouncer; }; \
 	}
 
 ## Empty and fill DATABASE_URL, or the embedded database in DATA_DIR (default .data), with
@@ -36,6 +43,12 @@ loadtest: loadtest-install
 ## one table, the targets of issue 9 checked, then the mixed scenario at a fixed rate (open loop).
 bench: loadtest-install wrk-install
 	$(BIN)/python -m loadtests.bench
+
+## The service through PgBouncer (transaction mode, a PgBouncer of the bench's own) beside the
+## service direct, interleaved on the same data; checks issue 8's target (at least 0.8x).
+bench-pooler: loadtest-install wrk-install pgbouncer-install
+	BENCH_TARGETS="$${BENCH_TARGETS:-service,pooled}" BENCH_OPEN_RATE="$${BENCH_OPEN_RATE:-0}" \
+		$(BIN)/python -m loadtests.bench
 
 ## GETs on one streaming replica beside the primary alone, and the cost of the read-your-writes
 ## token check: a primary and a standby of the bench's own (tests/clusters.py, removed after),

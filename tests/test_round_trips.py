@@ -1,7 +1,10 @@
-"""Each request costs one round trip to PostgreSQL: counted in the server's statement log.
+"""Each request costs one statement on PostgreSQL: counted in the server's statement log.
 
 No pool housekeeping (asyncpg's reset query), no existence check before a write, no read
-before an update. Runs on an embedded PostgreSQL of its own, whose log it can read.
+before an update. Runs on an embedded PostgreSQL of its own, whose log it can read, once
+directly and once through PgBouncer in transaction mode (`DB_POOLER=transaction`), where
+statements are unnamed: still one statement a request, and nothing the pooler adds (no
+`SET`, no reset query) in the server's log.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import pytest
 
-from tests.helpers import app_client, connect
+from tests.helpers import app_client, connect, database_url_for
+from tests.pgbouncer import PgBouncer
 
 
 def _statements_since(log: Path, offset: int) -> list[str]:
@@ -29,16 +34,27 @@ def _statements_since(log: Path, offset: int) -> list[str]:
     ]
 
 
-@pytest.fixture
-async def logged(settings, own_postgres):
+def _through_pgbouncer(request: pytest.FixtureRequest, url: str) -> str:
+    """`url` itself, or the same database through a PgBouncer in transaction mode."""
+    bouncer: PgBouncer = request.getfixturevalue("pgbouncer_for")(url)
+    return database_url_for(bouncer.url(), urlsplit(url).path.lstrip("/"))
+
+
+@pytest.fixture(params=["none", "transaction"], ids=["direct", "pgbouncer"])
+async def logged(request, settings, own_postgres):
     embedded, url = own_postgres
     admin = await connect(url)
     await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
     await admin.execute("ALTER SYSTEM SET log_line_prefix = '%a|'")
     await admin.execute("SELECT pg_reload_conf()")
     await admin.close()
+    pooler = request.param
     one_connection = msgspec.structs.replace(
-        settings, database_url=url, db_pool_min=1, db_pool_max=1
+        settings,
+        database_url=url if pooler == "none" else _through_pgbouncer(request, url),
+        db_pooler=pooler,
+        db_pool_min=1,
+        db_pool_max=1,
     )
     async with app_client(one_connection) as client:
         yield client, embedded.directory / "log"
@@ -84,7 +100,8 @@ async def test_every_endpoint_is_one_round_trip(logged):
         if name == "DELETE /posts/{id}":
             for _ in range(3):
                 await create_post()
-        for _ in range(2):  # warm up: asyncpg prepares each statement once per connection
+        # Warm up: asyncpg prepares each statement once per connection (directly).
+        for _ in range(2):
             assert (await request()).status_code < 300
         await asyncio.sleep(0.05)
         offset = log.stat().st_size

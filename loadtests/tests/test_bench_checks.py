@@ -38,6 +38,20 @@ def test_without_the_floor_only_the_mixed_p95_can_be_checked() -> None:
     assert verdicts(check_targets(summaries, ("mixed",))) == {("mixed", "p95 ms"): True}
 
 
+def test_the_pooler_target_of_issue_8_is_checked_at_its_bound() -> None:
+    summaries = {
+        ("get_post", "service"): summary(1000, 4.0, 10.0),
+        ("get_post", "pooled"): summary(800, 5.0, 12.0),  # exactly 0.8x: met
+        ("mixed", "service"): summary(1000, 7.0, 9.0),
+        ("mixed", "pooled"): summary(799, 9.0, 12.0),  # just under
+    }
+    assert verdicts(check_targets(summaries, ("get_post", "mixed"))) == {
+        ("get_post", "pooler"): True,
+        ("mixed", "pooler"): False,
+        ("mixed", "p95 ms"): True,
+    }
+
+
 def test_medians_are_per_load_scenario_and_server() -> None:
     def result(requests: int, p99_us: int) -> dict[str, float]:
         errors = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
@@ -63,7 +77,9 @@ def test_knobs() -> None:
     assert config.targets == ("service", "bare")  # always in the same order
     assert config.open_rate == 500
     assert not config.gate
-    assert Config.from_env({}).targets == bench.TARGETS
+    assert Config.from_env({}).targets == bench.DEFAULT_TARGETS
+    assert Config.from_env({"BENCH_TARGETS": "pooled,service"}).targets == ("service", "pooled")
+    assert Config.from_env({"BENCH_TARGETS": "service,pooled", "BENCH_GATE": "1"}).gate
     assert Config.from_env({}).open_rate is None
     assert Config.from_env({"BENCH_GATE": "1"}).gate
     for bad in (

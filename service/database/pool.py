@@ -177,7 +177,13 @@ class ServerPool:
     def _connect_options(self) -> dict[str, Any]:
         statement_timeout_ms = self.settings.db_statement_timeout_ms
         server_settings = {"application_name": APPLICATION_NAME}
-        if not self.transaction_pooler:
+        if self.transaction_pooler:
+            # asyncpg's own startup packet says client_encoding `'utf-8'` (quotes and all);
+            # the server reports `UTF8`, and PgBouncer, seeing the two differ, sends `SET
+            # client_encoding` before every transaction: a second statement per request.
+            # Sent again in the server's own spelling, this later value wins on both.
+            server_settings["client_encoding"] = "UTF8"
+        else:
             server_settings["statement_timeout"] = str(statement_timeout_ms)
         margin = 0 if self.transaction_pooler else CLIENT_TIMEOUT_MARGIN_SECONDS
         return {
