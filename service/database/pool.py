@@ -6,9 +6,10 @@ a startup parameter.
 
 `DB_POOLER=transaction` (PgBouncer with `pool_mode = transaction`): two transactions of one
 client connection may run on two server connections, so nothing may outlive a transaction.
-Statements are unnamed (`statement_cache_size=0`: asyncpg parses and runs each in one
-exchange that PgBouncer keeps on one server connection), and no startup parameter is sent
-that PgBouncer does not forward (it closes the connection on `statement_timeout`). The
+Statements are unnamed (`statement_cache_size=0`), and each is sent with its Parse in
+the one exchange that PgBouncer keeps on one server connection (`DescribedOnce`), and no
+startup parameter is sent that PgBouncer does not forward (it closes the connection on
+`statement_timeout`). The
 service creates no other session state in either mode: no session `SET`, advisory lock,
 cursor, `LISTEN` or temporary table.
 
@@ -85,6 +86,69 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     still rolls back a transaction left open (and the pool closes a broken connection)
     before calling this.
     """
+
+
+class DescribedOnce(asyncpg.Connection):
+    """A connection for behind a transaction pooler that describes each statement once.
+
+    With `statement_cache_size=0` asyncpg sends every statement twice: Parse and Describe
+    in one exchange, to learn its parameter and column types, then Parse, Bind and Execute
+    in a second (the unnamed statement of the first may have gone with the server
+    connection PgBouncer lent for it). The types do not change from one run to the next,
+    so this connection keeps what a Describe taught, per query, for as long as asyncpg
+    keeps its own prepared statements by default (300 s), and later
+    runs send only the second exchange: one round trip and one parse on the server a
+    statement, where there were two and two. What it keeps stays marked unprepared, so
+    every run carries its own Parse. asyncpg's `reload_schema_state()` and its pool-wide
+    statement cache drops clear it too.
+    """
+
+    __slots__ = ("_described",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._described: dict[tuple[Any, ...], tuple[Any, float]] = {}
+
+    async def _get_statement(
+        self,
+        query: str,
+        timeout: float | None,  # noqa: ASYNC109 (asyncpg's signature)
+        *,
+        named: str | bool | None = False,
+        use_cache: bool = True,
+        ignore_custom_codec: bool = False,
+        record_class: type | None = None,
+    ) -> Any:
+        if named or not use_cache:  # an explicit prepare(): asyncpg's own way
+            return await super()._get_statement(  # type: ignore[misc]
+                query,
+                timeout,
+                named=named,
+                use_cache=use_cache,
+                ignore_custom_codec=ignore_custom_codec,
+                record_class=record_class,
+            )
+        key = (query, record_class, ignore_custom_codec)
+        now = time.monotonic()
+        if (kept := self._described.get(key)) is not None and kept[1] > now:
+            return kept[0]
+        statement = await super()._get_statement(  # type: ignore[misc]
+            query, timeout, ignore_custom_codec=ignore_custom_codec, record_class=record_class
+        )
+        if len(self._described) >= _DESCRIBED_MAX:
+            del self._described[next(iter(self._described))]  # the oldest
+        self._described[key] = (statement, now + _DESCRIBED_SECONDS)
+        return statement
+
+    def _drop_local_statement_cache(self) -> None:
+        super()._drop_local_statement_cache()  # type: ignore[misc]
+        self._described.clear()
+
+
+# asyncpg's defaults for its own statement cache (the service has fewer statements): a
+# migration that changes a column's type is seen within this time without a restart.
+_DESCRIBED_MAX = 100
+_DESCRIBED_SECONDS = 300.0
 
 
 class FairGate:
@@ -189,6 +253,7 @@ class ServerPool:
         return {
             "server_settings": server_settings,
             "statement_cache_size": 0 if self.transaction_pooler else 100,
+            "connection_class": DescribedOnce if self.transaction_pooler else asyncpg.Connection,
             "command_timeout": statement_timeout_ms / 1000 + margin,
             # A host that does not answer must not hold a request past its acquire timeout.
             "timeout": self.connect_timeout,
