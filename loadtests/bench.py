@@ -307,7 +307,7 @@ def check_targets(
                     f"{least:,.0f}  ({ratio(pooled.rps, service.rps)} of the service direct)",
                 )
             )
-        if scenario == "mixed" and service is not None:
+        if scenario == "mixed" and service is not None and floor is not None:
             checks.append(
                 Check(
                     scenario,

@@ -29,8 +29,9 @@ modules move into sub-packages.
 Environment: PROFILE_SCENARIO (mixed; a scenario of `make bench`), PROFILE_SECONDS (20)
 per window, PROFILE_CONNECTIONS (8), PROFILE_RATE (py-spy samples per second, 200),
 PROFILE_NATIVE (1; 0 leaves out native frames: C extensions' and the kernel calls' time
-then lands on their Python caller), PROFILE_TARGET (service; `floor` or `bare` profiles a
-baseline instead, to compare), and the bench's SEED_SCALE, BENCH_SEED,
+then lands on their Python caller), PROFILE_TARGET (service; `pooled` profiles it behind
+PgBouncer, `floor` or `bare` a baseline instead, to compare), and the bench's SEED_SCALE,
+BENCH_SEED,
 BENCH_DATA_DIR, BENCH_SERVICE_PORT. Reports: loadtests/reports/profile-<time>.txt (the
 table), .json (figures and rules) and .folded (py-spy's raw stacks, for flamegraph.pl).
 """

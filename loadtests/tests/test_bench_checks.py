@@ -33,9 +33,11 @@ def test_each_target_of_issue_9_is_checked_at_its_bound() -> None:
     }
 
 
-def test_without_the_floor_only_the_mixed_p95_can_be_checked() -> None:
-    summaries = {("mixed", "service"): summary(900, 7.9, 9.0), ("mixed", "bare"): summary(1, 1, 1)}
-    assert verdicts(check_targets(summaries, ("mixed",))) == {("mixed", "p95 ms"): True}
+def test_issue_9s_targets_are_checked_only_in_a_run_with_the_floor() -> None:
+    # A run of the service beside the bare baseline or PgBouncer alone is not the run of
+    # issue 9: its mixed p95 would fail a gate that asked only about the pooler.
+    summaries = {("mixed", "service"): summary(900, 9.0, 9.0), ("mixed", "bare"): summary(1, 1, 1)}
+    assert verdicts(check_targets(summaries, ("mixed",))) == {}
 
 
 def test_the_pooler_target_of_issue_8_is_checked_at_its_bound() -> None:
@@ -48,7 +50,6 @@ def test_the_pooler_target_of_issue_8_is_checked_at_its_bound() -> None:
     assert verdicts(check_targets(summaries, ("get_post", "mixed"))) == {
         ("get_post", "pooler"): True,
         ("mixed", "pooler"): False,
-        ("mixed", "p95 ms"): True,
     }
 
 
