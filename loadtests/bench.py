@@ -276,15 +276,8 @@ def check_targets(
         service, floor = summaries.get((scenario, "service")), summaries.get((scenario, "floor"))
         pooled = summaries.get((scenario, "pooled"))
         if service is not None and floor is not None:
-            least = MIN_RPS_RATIO * floor.rps
             checks.append(
-                Check(
-                    scenario,
-                    "req/s",
-                    service.rps >= least,
-                    f"{service.rps:,.0f} >= {MIN_RPS_RATIO} x {floor.rps:,.0f} = {least:,.0f}"
-                    f"  ({ratio(service.rps, floor.rps)} of the floor)",
-                )
+                _at_least(scenario, "req/s", service.rps, MIN_RPS_RATIO, floor.rps, "the floor")
             )
             most = MAX_P99_RATIO * floor.p99
             checks.append(
@@ -297,14 +290,14 @@ def check_targets(
                 )
             )
         if service is not None and pooled is not None:
-            least = MIN_POOLED_RPS_RATIO * service.rps
             checks.append(
-                Check(
+                _at_least(
                     scenario,
                     "pooler",
-                    pooled.rps >= least,
-                    f"{pooled.rps:,.0f} >= {MIN_POOLED_RPS_RATIO} x {service.rps:,.0f} = "
-                    f"{least:,.0f}  ({ratio(pooled.rps, service.rps)} of the service direct)",
+                    pooled.rps,
+                    MIN_POOLED_RPS_RATIO,
+                    service.rps,
+                    "the service direct",
                 )
             )
         if scenario == "mixed" and service is not None and floor is not None:
@@ -317,6 +310,20 @@ def check_targets(
                 )
             )
     return checks
+
+
+def _at_least(
+    scenario: str, measure: str, value: float, share: float, reference: float, of: str
+) -> Check:
+    """`value` (req/s) must be at least `share` times `reference`, the req/s of `of`."""
+    least = share * reference
+    return Check(
+        scenario,
+        measure,
+        value >= least,
+        f"{value:,.0f} >= {share} x {reference:,.0f} = {least:,.0f}"
+        f"  ({ratio(value, reference)} of {of})",
+    )
 
 
 def ratio(numerator: float, denominator: float) -> str:
