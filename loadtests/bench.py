@@ -29,7 +29,7 @@ open-loop phase; 0 skips it), BENCH_GATE (1: exit 1 when a target is missed), SE
 (1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data already in
 BENCH_DATA_DIR), BENCH_DATA_DIR (.data/bench), BENCH_SERVICE_PORT (8101),
 BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103),
-BENCH_POOLED_PORT (8104, the service via PgBouncer; PgBouncer itself on a free port). Exit
+BENCH_POOLED_PORT (8105, the service via PgBouncer; PgBouncer itself on a free port). Exit
 code 0 when
 every round ran, whatever the figures, unless BENCH_GATE=1.
 """
@@ -192,7 +192,7 @@ class Config:
                 "service": number("BENCH_SERVICE_PORT", 8101, 1),
                 "bare": number("BENCH_BASELINE_PORT", 8102, 1),
                 "floor": number("BENCH_FLOOR_PORT", 8103, 1),
-                "pooled": number("BENCH_POOLED_PORT", 8104, 1),
+                "pooled": number("BENCH_POOLED_PORT", 8105, 1),
             },
         )
 

@@ -1,5 +1,5 @@
 # Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
-# `make bench`, `make bench-replica`, `make profile`.
+# `make bench`, `make bench-pooler`, `make bench-replica`, `make profile`, `make instructions`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -7,8 +7,8 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench bench-pooler bench-replica profile loadtest-check loadtest-install \
-	wrk-install pgbouncer-install
+.PHONY: seed loadtest bench bench-pooler bench-replica profile instructions loadtest-check \
+	loadtest-install wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -65,3 +65,9 @@ profile: loadtest-install wrk-install
 ## buckets, the baselines answering as the service does (real PostgreSQL, as `make test`).
 loadtest-check: loadtest-install
 	$(BIN)/pytest loadtests/tests
+
+## Instructions per request by layer (valgrind's callgrind, in process over ASGI): the floor,
+## the service, and the service with its ASGI layers taken off one by one.
+instructions: loadtest-install
+	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
+	$(BIN)/python -m loadtests.instructions

@@ -30,7 +30,7 @@ def servers(
                     port,
                 )
             )
-            for target, port in ((target, free_port()) for target in bench.TARGETS)
+            for target, port in ((target, free_port()) for target in bench.DEFAULT_TARGETS)
         }
 
 

@@ -1,0 +1,227 @@
+"""`make instructions`: CPU instructions per request, by layer, counted by valgrind.
+
+Timings on a 2-core machine shared with wrk and PostgreSQL drift by several percent from
+run to run; callgrind's instruction counts repeat to the thousand. Each configuration
+builds its app in process (the service's `create_app`, or the Litestar floor's) on the
+bench's seeded database, and sends it requests straight over ASGI (no HTTP server, no
+client library) from 32 concurrent tasks, as wrk's 32 connections would. It runs twice
+under `valgrind --tool=callgrind`, with INSTRUCTIONS_REQUESTS requests and with four
+times as many; the difference of the two totals divided by the difference of the counts
+is the cost of one request, without start-up.
+
+Configurations: the floor; the service in its default production configuration (a token
+required, request log and metrics on); then the service with its ASGI layers taken off
+one by one from the outside (`app.asgi_handler` unwrapped), so that each layer's cost is
+the difference between two lines: the request observer (request id, metrics, request
+log), the request limits, the token gate. What is left is Litestar, the handlers, the
+database session and asyncpg. Scenarios: GET /posts/{id} and POST /posts.
+
+Environment: INSTRUCTIONS_REQUESTS (320; a multiple of 32), BENCH_DATA_DIR (.data/bench),
+BENCH_SEED (1; 0 re-uses the data there), SEED_SCALE. Reports: the table is printed and
+written to loadtests/reports/instructions-<time>.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loadtests import bench
+from service.base.settings import SettingsError
+
+CALLERS = 32
+WARM_UP_PER_CALLER = 3
+SCENARIOS = ("get_post", "create_post")
+# (label, target, layers taken off the service from the outside)
+CONFIGURATIONS = (
+    ("Litestar floor", "floor", 0),
+    ("service", "service", 0),
+    ("  without the request observer", "service", 1),
+    ("  and without the request limits", "service", 2),
+    ("  and without the token gate", "service", 3),
+)
+POST_BODY = b'{"author_id": 17, "title": "A title of some length", "body": "' + b"x" * 400 + b'"}'
+
+
+@dataclass(frozen=True)
+class Config:
+    requests: int
+    bench: bench.Config
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        requests = bench.whole_number(environ, "INSTRUCTIONS_REQUESTS", 320, CALLERS)
+        if requests % CALLERS:
+            raise SettingsError(f"INSTRUCTIONS_REQUESTS={requests}: a multiple of {CALLERS}")
+        return cls(requests, bench.Config.from_env(environ))
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50000),
+        "server": (bench.ADDRESS, 8101),
+        "headers": [
+            (b"host", b"127.0.0.1:8101"),
+            (b"authorization", f"Bearer {bench.BENCH_TOKEN}".encode()),
+            (b"content-type", b"application/json"),
+            *headers,
+        ],
+        "state": {},
+        "extensions": {},
+    }
+
+
+def _request(app: Any, scenario: str, number: int) -> Callable[[], Awaitable[None]]:
+    """One request of `scenario` to `app` over ASGI, failing unless it succeeds."""
+    if scenario == "get_post":
+        scope = _scope("GET", f"/posts/{1 + number * 7919 % 200_000}", [])
+        body, expected = b"", 200
+    else:
+        scope = _scope("POST", "/posts", [(b"content-length", str(len(POST_BODY)).encode())])
+        body, expected = POST_BODY, 201
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != expected:
+            raise RuntimeError(f"{scenario}: {message['status']}, not {expected}")
+
+    async def call() -> None:
+        await app(scope, receive, send)
+
+    return call
+
+
+def drive(target: str, scenario: str, peel: int, requests: int) -> None:
+    """In the process valgrind watches: build the app and send it `requests` requests."""
+    import uvloop
+
+    from service.base.logs import configure_logging
+    from service.base.settings import from_env
+
+    data_dir = Path(os.environ.get("BENCH_DATA_DIR") or ".data/bench")
+    os.environ.update(bench.target_environment(target, os.environ["DATABASE_URL"], data_dir, 8101))
+    settings = from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    if target == "floor":
+        from loadtests.baseline.floor import create_app
+    else:
+        from service.app import create_app
+    app: Any = create_app(settings)
+    handler = app.asgi_handler
+    for _ in range(peel):
+        handler = handler.app
+    app.asgi_handler = handler
+
+    async def caller(first: int, count: int) -> None:
+        for number in range(first, first + count):
+            await _request(app, scenario, number)()
+
+    async def run() -> None:
+        async with app.lifespan():
+            await asyncio.gather(*(caller(k * 10_000, WARM_UP_PER_CALLER) for k in range(CALLERS)))
+            gc.collect()
+            gc.freeze()  # as app_from_env does after start-up
+            per_caller = requests // CALLERS
+            await asyncio.gather(*(caller(k * 10_000 + 100, per_caller) for k in range(CALLERS)))
+
+    uvloop.run(run())
+
+
+def _instructions(database_url: str, target: str, scenario: str, peel: int, count: int) -> int:
+    """callgrind's total of one `drive` run."""
+    with tempfile.TemporaryDirectory(prefix="posts-callgrind-") as folder:
+        out = Path(folder) / "callgrind.out"
+        completed = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "loadtests.instructions",
+                "drive",
+                target,
+                scenario,
+                str(peel),
+                str(count),
+            ],
+            cwd=bench.ROOT,
+            env=dict(os.environ, DATABASE_URL=database_url),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise bench.BenchError(
+                f"{target} {scenario} (peel {peel}) failed:\n{completed.stderr[-2000:]}"
+            )
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise bench.BenchError(f"no total in callgrind's output for {target} {scenario}")
+
+
+def measure(config: Config) -> int:
+    if shutil.which("valgrind") is None:
+        raise bench.BenchError("valgrind is not installed (apt-get install -y valgrind)")
+    started = datetime.now(UTC)
+    few, many = config.requests, 4 * config.requests
+    per_request: dict[tuple[str, str], float] = {}
+    with bench.seeded_database(config.bench) as database_url:
+        for label, target, peel in CONFIGURATIONS:
+            for scenario in SCENARIOS:
+                totals = [
+                    _instructions(database_url, target, scenario, peel, count)
+                    for count in (few, many)
+                ]
+                per_request[label, scenario] = (totals[1] - totals[0]) / (many - few)
+                print(f"  {label.strip():<34} {scenario:<12} {per_request[label, scenario]:>9,.0f}")
+    width = max(len(label) for label, _, _ in CONFIGURATIONS)
+    lines = [
+        f"instructions per request (callgrind; {few:,} and {many:,} requests from "
+        f"{CALLERS} concurrent tasks over ASGI, the difference)",
+        f"{'configuration':<{width}} " + " ".join(f"{s:>12}" for s in SCENARIOS),
+    ]
+    for label, _, _ in CONFIGURATIONS:
+        cells = " ".join(f"{per_request[label, s] / 1000:>11,.0f}k" for s in SCENARIOS)
+        lines.append(f"{label:<{width}} {cells}")
+    text = "\n".join(lines)
+    print(text)
+    bench.REPORTS.mkdir(parents=True, exist_ok=True)
+    path = bench.REPORTS / f"instructions-{started.strftime('%Y%m%dT%H%M%SZ')}.txt"
+    path.write_text(text + "\n")
+    print(f"\ntable: {path}")
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["drive"]:
+        target, scenario, peel, count = sys.argv[2:6]
+        drive(target, scenario, int(peel), int(count))
+        return 0
+    return bench.run_main(Config.from_env, measure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
