@@ -6,12 +6,11 @@ a startup parameter.
 
 `DB_POOLER=transaction` (PgBouncer with `pool_mode = transaction`): two transactions of one
 client connection may run on two server connections, so nothing may outlive a transaction.
-Statements are unnamed (`statement_cache_size=0`), and each is sent with its Parse in
-the one exchange that PgBouncer keeps on one server connection (`DescribedOnce`), and no
-startup parameter is sent that PgBouncer does not forward (it closes the connection on
-`statement_timeout`). The
-service creates no other session state in either mode: no session `SET`, advisory lock,
-cursor, `LISTEN` or temporary table.
+Statements are unnamed (`statement_cache_size=0`), each sent with its own Parse in the one
+exchange that PgBouncer keeps on one server connection (`DescribedOnce`), and no startup
+parameter is sent that PgBouncer does not forward (it closes the connection on
+`statement_timeout`). The service creates no other session state in either mode: no
+session `SET`, advisory lock, cursor, `LISTEN` or temporary table.
 
 The statement timeout is also the client's, in both modes: asyncpg's `command_timeout`
 cancels a statement that has not answered in time with a CancelRequest, which PgBouncer
@@ -88,6 +87,12 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+# asyncpg's defaults for its own statement cache (the service has fewer statements): a
+# migration that changes a column's type is seen within this time without a restart.
+_DESCRIBED_MAX = 100
+_DESCRIBED_SECONDS = 300.0
+
+
 class DescribedOnce(asyncpg.Connection):
     """A connection for behind a transaction pooler that describes each statement once.
 
@@ -96,11 +101,11 @@ class DescribedOnce(asyncpg.Connection):
     in a second (the unnamed statement of the first may have gone with the server
     connection PgBouncer lent for it). The types do not change from one run to the next,
     so this connection keeps what a Describe taught, per query, for as long as asyncpg
-    keeps its own prepared statements by default (300 s), and later
-    runs send only the second exchange: one round trip and one parse on the server a
-    statement, where there were two and two. What it keeps stays marked unprepared, so
-    every run carries its own Parse. asyncpg's `reload_schema_state()` and its pool-wide
-    statement cache drops clear it too.
+    keeps its own prepared statements by default, and later runs send only the second
+    exchange: one round trip and one parse on the server a statement, where there were
+    two and two. What it keeps stays marked unprepared, so every run carries its own
+    Parse. asyncpg's `reload_schema_state()` and its pool-wide statement cache drops clear
+    it too.
     """
 
     __slots__ = ("_described",)
@@ -143,12 +148,6 @@ class DescribedOnce(asyncpg.Connection):
     def _drop_local_statement_cache(self) -> None:
         super()._drop_local_statement_cache()  # type: ignore[misc]
         self._described.clear()
-
-
-# asyncpg's defaults for its own statement cache (the service has fewer statements): a
-# migration that changes a column's type is seen within this time without a restart.
-_DESCRIBED_MAX = 100
-_DESCRIBED_SECONDS = 300.0
 
 
 class FairGate:
