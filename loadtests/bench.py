@@ -24,14 +24,13 @@ loadtests/reports/bench-*.json and the tables to bench-*.txt.
 
 Environment: BENCH_SECONDS (10) per round, BENCH_ROUNDS (3, at least 2) per server and
 scenario, BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_SCENARIOS (all, comma-
-separated), BENCH_TARGETS (service,floor,bare; also pooled), BENCH_OPEN_RATE (requests/s of the
-open-loop phase; 0 skips it), BENCH_GATE (1: exit 1 when a target is missed), SEED_SCALE
-(1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data already in
+separated), BENCH_TARGETS (service,floor,bare; also pooled), BENCH_OPEN_RATE (requests/s
+of the open-loop phase; 0 skips it), BENCH_GATE (1: exit 1 when a target is missed),
+SEED_SCALE (1; 10 gives 2,000,000 posts), BENCH_SEED (1; 0 re-uses the data already in
 BENCH_DATA_DIR), BENCH_DATA_DIR (.data/bench), BENCH_SERVICE_PORT (8101),
-BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103),
-BENCH_POOLED_PORT (8105, the service via PgBouncer; PgBouncer itself on a free port). Exit
-code 0 when
-every round ran, whatever the figures, unless BENCH_GATE=1.
+BENCH_BASELINE_PORT (8102, the bare baseline), BENCH_FLOOR_PORT (8103), BENCH_POOLED_PORT
+(8105, the service via PgBouncer; PgBouncer itself on a free port). Exit code 0 when every
+round ran, whatever the figures, unless BENCH_GATE=1.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -503,7 +503,7 @@ def pgbouncer_in_front(database_url: str) -> Iterator[str]:
     if not PGBOUNCER.exists():
         raise BenchError(f"{PGBOUNCER} is missing: `make bench-pooler` installs it")
     with running_pgbouncer(database_url) as bouncer:
-        yield database_url_for(bouncer.url(), database_url.partition("?")[0].rsplit("/", 1)[1])
+        yield database_url_for(bouncer.url(), urlsplit(database_url).path.lstrip("/"))
 
 
 def start_servers(
