@@ -63,7 +63,6 @@ from loadtests import openloop, seed
 from service.base.settings import Settings, SettingsError
 from service.database import migrations
 from service.database.embedded import database
-from tests.helpers import database_url_for
 from tests.pgbouncer import PGBOUNCER, running_pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,7 +502,7 @@ def pgbouncer_in_front(database_url: str) -> Iterator[str]:
     if not PGBOUNCER.exists():
         raise BenchError(f"{PGBOUNCER} is missing: `make bench-pooler` installs it")
     with running_pgbouncer(database_url) as bouncer:
-        yield database_url_for(bouncer.url(), urlsplit(database_url).path.lstrip("/"))
+        yield bouncer.url(urlsplit(database_url).path.lstrip("/"))
 
 
 def start_servers(

@@ -119,7 +119,7 @@ def drive(target: str, scenario: str, peel: int, requests: int) -> None:
     from service.base.logs import configure_logging
     from service.base.settings import from_env
 
-    data_dir = Path(os.environ.get("BENCH_DATA_DIR") or ".data/bench")
+    data_dir = bench.Config.from_env(os.environ).data_dir
     os.environ.update(bench.target_environment(target, os.environ["DATABASE_URL"], data_dir, 8101))
     settings = from_env()
     configure_logging(settings.log_level, settings.log_format)

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.helpers import app_client, connect, database_url_for
+from tests.helpers import app_client, connect
 from tests.pgbouncer import PgBouncer
 
 
@@ -45,7 +45,7 @@ def _statements_since(log: Path, offset: int) -> Statements:
 def _through_pgbouncer(request: pytest.FixtureRequest, url: str) -> str:
     """`url` itself, or the same database through a PgBouncer in transaction mode."""
     bouncer: PgBouncer = request.getfixturevalue("pgbouncer_for")(url)
-    return database_url_for(bouncer.url(), urlsplit(url).path.lstrip("/"))
+    return bouncer.url(urlsplit(url).path.lstrip("/"))
 
 
 @pytest.fixture(params=["none", "transaction"], ids=["direct", "pgbouncer"])
