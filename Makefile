@@ -42,3 +42,5 @@ clean:
 
 # Seeding, load tests and benchmarks (issue 3) live beside their scripts.
 -include loadtests/loadtest.mk
+# The Patroni cluster and the failover tests under load (issue 20).
+-include tests/chaos.mk
