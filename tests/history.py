@@ -231,25 +231,24 @@ def check(history: History, final: dict[int, Row], titles: Counter[str]) -> Verd
 
 class Availability(NamedTuple):
     """How writes fared around a fault: `back_after` seconds from the fault to the first
-    acknowledged write invoked after the last write that failed (None: never back),
-    `failed` writes that were not acknowledged for want of the database (503, timeouts,
-    lost connections: not 412 or 404, which are the workload's own races)."""
+    acknowledged write invoked after the last failed request (None: never back), and
+    `failed` requests (reads, writes and each retry of a create) answered 503 or not at
+    all since the fault. A 412 or 404 is the workload's own race, not a failure."""
 
     back_after: float | None
     failed: int
 
 
-def availability(history: History, fault: str = "fault") -> Availability:
+def availability(history: History, failed_at: list[float], fault: str = "fault") -> Availability:
     started = history.marks[fault]
-    done = [op for op in history.ops if op.completed is not None and op.completed >= started]
-    failed = [op for op in done if op.outcome == "unknown"]
-    last_failure = max((op.completed or 0.0 for op in failed), default=started)
+    failures = [at for at in failed_at if at >= started]
+    last_failure = max(failures, default=started)
     back = [
         op.completed
-        for op in done
+        for op in history.ops
         if op.outcome == "ok" and op.invoked >= last_failure and op.completed is not None
     ]
-    return Availability(min(back) - started if back else None, len(failed))
+    return Availability(min(back) - started if back else None, len(failures))
 
 
 def summary(seconds: list[float]) -> str:

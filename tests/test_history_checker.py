@@ -119,11 +119,12 @@ def test_an_acknowledged_delete_that_comes_back_is_found():
 def test_availability_counts_from_the_fault(ok_after, back):
     history = _history()
     history.marks["fault"] = 100.0
-    failed = history.invoke(1, "update", post=POST, if_match=1)
-    failed.invoked, failed.completed, failed.outcome = 99.0, 100.2, "unknown"
+    early = history.invoke(1, "update", post=POST, if_match=1)
+    # Acknowledged before the last failure: not yet "back".
+    early.invoked, early.completed, early.outcome = 100.01, 100.05, "ok"
     if ok_after is not None:
         ok = history.invoke(1, "update", post=POST, if_match=1)
         ok.invoked, ok.completed, ok.outcome = 100.3, 100.0 + ok_after, "ok"
-    result = availability(history)
-    assert result.failed == 1
+    result = availability(history, failed_at=[99.0, 100.1, 100.2])
+    assert result.failed == 2
     assert result.back_after == (None if back is None else pytest.approx(back))
