@@ -125,7 +125,8 @@ class Workload:
         op.attempts = 0
         while True:
             op.attempts += 1
-            response = await self._write(op, http.post(self.url("/posts"), json=body, headers=headers))
+            attempt = http.post(self.url("/posts"), json=body, headers=headers)
+            response = await self._write(op, attempt)
             if op.outcome != "unknown":
                 if op.outcome == "ok" and response is not None:
                     op.post = response.json()["id"]
