@@ -234,9 +234,7 @@ async def test_a_switchover(cluster, topology, trial):
 @FULL_ONLY
 @pytest.mark.parametrize("topology", ["haproxy", "multi-host"])
 @pytest.mark.parametrize("trial", range(TRIALS))
-async def test_a_service_instance_restarted_in_the_middle_of_a_failover(
-    cluster, topology, trial
-):
+async def test_a_service_instance_restarted_in_the_middle_of_a_failover(cluster, topology, trial):
     with service_instances(_url(cluster, topology), count=2) as instances:
 
         def restart() -> None:
