@@ -19,6 +19,19 @@ only timeout; on a direct connection it also bounds what `statement_timeout` can
 COMMIT waiting for a synchronous standby that does not answer (the server turns its
 statement timer off before the commit).
 
+Several hosts (`a:5432,b:5432,c:5432/db?target_session_attrs=read-write`, a primary and its
+failover candidates): each new connection tries the hosts in turn, as asyncpg would, but
+passes over a primary whose commits cannot complete because the synchronous standby it
+waits for is not connected (`sql/routing/commits_stalled.sql`), when another host is a
+usable primary. That is what an orphan looks like: a primary whose Patroni died keeps
+running read-write after a standby was promoted in its place, and every commit on it waits
+forever; asyncpg alone keeps choosing it, since it is read-write and first in the list
+(FACTS.md, "Patroni"). And on such a pool a statement cut off by the client's timeout (a
+COMMIT waiting for a standby that does not answer: nothing else outlives the server's own
+statement_timeout) counts as a lost connection: the pool's connections are replaced on
+their next use, so they look again for the primary. When every primary is stalled, the
+first one is used as before (commits time out: 503).
+
 Detection: in mode `none`, a server that refuses the startup parameters with SQLSTATE
 08P01 (protocol violation; PostgreSQL accepts them) is a pooler: the service logs a
 warning and runs in transaction mode, which is correct behind any pooler.
@@ -39,6 +52,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from service.base.metrics import POOL_ACQUIRE_SECONDS, POOL_IDLE, POOL_IN_USE, POOL_MAX, POOL_SIZE
 from service.base.settings import Settings
+from service.database.sql import load_queries
+from service.database.urls import has_several_hosts, server_label, split_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +83,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # TargetServerAttributeNotMatched: no host of a multi-host URL accepts writes.
     asyncpg.InternalClientError,
 )
+
+
+SQL = load_queries("routing")
 
 
 def connection_lost(error: BaseException) -> bool:
@@ -226,6 +244,8 @@ class ServerPool:
         self.settings = settings
         self.connect_timeout = connect_timeout or settings.db_acquire_timeout
         self.transaction_pooler = settings.db_pooler == "transaction"
+        # One URL per host when `dsn` names several: tried in turn by `_connect`.
+        self.hosts = split_hosts(dsn) if has_several_hosts(dsn) else []
         self._pool: Pool | None = None
         self._turns = FairGate(settings.db_pool_max)
         self._acquire_seconds = POOL_ACQUIRE_SECONDS.labels(name)
@@ -258,7 +278,53 @@ class ServerPool:
             "timeout": self.connect_timeout,
         }
 
+    def lost_by(self, error: BaseException) -> bool:
+        """Whether `error` calls for new connections: the connection is gone, or, with
+        several hosts, a statement the server never answered (a commit stalled on an
+        orphan) was cut off by the client's timeout."""
+        if connection_lost(error):
+            return True
+        return bool(self.hosts) and isinstance(error, TimeoutError)
+
     async def _connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """A new connection of the pool: to the one server, or with several hosts to the
+        first whose commits can complete (see the module's docstring)."""
+        if not self.hosts:
+            return await self._connect_to(*args, **kwargs)
+        stalled: asyncpg.Connection | None = None
+        error: BaseException | None = None
+        for url in self.hosts:
+            try:
+                connection = await self._connect_to(url, **kwargs)
+            except CONNECTION_LOST as failure:
+                error = failure
+                continue
+            try:
+                commits_stalled = await connection.fetchval(SQL["commits_stalled"])
+            except CONNECTION_LOST as failure:
+                connection.terminate()
+                error = failure
+                continue
+            if not commits_stalled:
+                if stalled is not None:
+                    stalled.terminate()
+                return connection
+            logger.warning(
+                "%s: %s is a primary whose commits wait for a missing synchronous standby;"
+                " trying the next host",
+                self.name,
+                server_label(url),
+            )
+            if stalled is None:
+                stalled = connection
+            else:
+                connection.terminate()
+        if stalled is not None:
+            return stalled
+        assert error is not None
+        raise error
+
+    async def _connect_to(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
         """asyncpg's connect, with the options of the current mode and pooler detection."""
         try:
             return await asyncpg.connect(*args, **kwargs | self._connect_options())
@@ -347,7 +413,7 @@ class ServerPool:
         try:
             yield connection
         except BaseException as error:
-            lost = connection_lost(error)
+            lost = self.lost_by(error)
             raise
         finally:
             await self.release(connection, lost=lost)

@@ -174,7 +174,8 @@ class Session:
             async with connection.transaction():
                 yield
         except BaseException as error:
-            self._lost = self._lost or connection_lost(error)
+            assert self._server is not None
+            self._lost = self._lost or self._server.lost_by(error)
             raise
 
     async def close(self) -> None:
@@ -188,7 +189,8 @@ class Session:
             return await getattr(connection, method)(query, *args)
         except BaseException as error:
             if self._server is self.database.primary or not self._replica_failed(error):
-                self._lost = self._lost or connection_lost(error)
+                assert self._server is not None
+                self._lost = self._lost or self._server.lost_by(error)
                 raise
         # A replica failed under this read: mark it down, and let the primary answer.
         await self._leave_replica("error", lost=True)
