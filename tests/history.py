@@ -229,6 +229,59 @@ def check(history: History, final: dict[int, Row], titles: Counter[str]) -> Verd
     )
 
 
+def check_feed(history: History, events: list[dict[str, object]]) -> list[str]:
+    """What the feed (API.md, "The change feed") must hold of the run, from a follower's
+    `events` of the run's posts in feed order: every acknowledged create, update and
+    delete exactly once; each post's events in version order; nothing of a write that
+    definitely failed. The problems found."""
+    problems: list[str] = []
+    seen_ids: set[object] = set()
+    seen: Counter[tuple[object, object, object]] = Counter()
+    last_version: dict[object, int] = {}
+    failed_titles = {op.title: op for op in history.ops if op.outcome == "fail"}
+    for event in events:
+        if event["id"] in seen_ids:
+            problems.append(f"feed: event {event['id']} delivered twice")
+        seen_ids.add(event["id"])
+        key = (event["type"], event["resource_id"], event["version"])
+        seen[key] += 1
+        version = int(str(event["version"]))
+        previous = last_version.get(event["resource_id"], 0)
+        if version < previous or (version == previous and event["type"] != "post.deleted"):
+            problems.append(
+                f"feed: {event['type']} version {version} of post {event['resource_id']} "
+                f"after version {previous}"
+            )
+        last_version[event["resource_id"]] = version
+        data = event.get("data")
+        title = data.get("title") if isinstance(data, dict) else None
+        if isinstance(title, str) and title in failed_titles:
+            op = failed_titles[title]
+            problems.append(
+                f"feed: {event['type']} of post {event['resource_id']} carries {op.kind} "
+                f"{op.id}, which answered {op.status}"
+            )
+    problems += [
+        f"feed: {kind} of post {post} v{version} appears {count} times"
+        for (kind, post, version), count in seen.items()
+        if count > 1
+    ]
+    for op in history.ops:
+        if op.outcome != "ok":
+            continue
+        key = {
+            "create": ("post.created", op.post, 1),
+            "update": ("post.updated", op.post, op.version),
+            "delete": ("post.deleted", op.post, op.if_match),
+        }[op.kind]
+        if not seen[key]:
+            problems.append(
+                f"feed: acknowledged {op.kind} {op.id} ({key[0]} of post {op.post} "
+                f"v{key[2]}) is missing"
+            )
+    return problems
+
+
 class Availability(NamedTuple):
     """How writes fared around a fault: `back_after` seconds from the fault to the first
     acknowledged write invoked after the last failed request (None: never back), and

@@ -32,10 +32,10 @@ import httpx
 import pytest
 
 from service.database import migrations
-from tests.history import History, Row, availability, check
+from tests.history import History, Row, availability, check, check_feed
 from tests.patroni import PatroniCluster, running_patroni_cluster
 from tests.server import free_port
-from tests.workload import Workload
+from tests.workload import FeedFollower, Workload
 
 MODE = os.environ.get("CHAOS", "")
 pytestmark = pytest.mark.skipif(
@@ -164,6 +164,9 @@ async def _trial(
     history = History()
     author_id, posts = await asyncio.to_thread(_seed, instances[0].base_url, history)
     workload = Workload(history, [instance.base_url for instance in instances], author_id, posts)
+    follower = FeedFollower(workload.base_urls, author_id, workload.violations)
+    load_done = asyncio.Event()
+    following = asyncio.create_task(follower.follow(load_done))
     load = asyncio.create_task(workload.run())
     await asyncio.sleep(2.0)
     before = sum(op.outcome == "ok" for op in history.ops)
@@ -187,14 +190,17 @@ async def _trial(
     if heal is not None:
         await asyncio.to_thread(heal)
     await asyncio.wait_for(load, 60)
+    load_done.set()
+    await asyncio.wait_for(following, 60)
     await asyncio.to_thread(cluster.wait_healthy)
     final, titles = await asyncio.to_thread(_final, cluster, author_id)
     verdict = check(history, final, titles)
+    verdict.problems += check_feed(history, follower.events)
     back_text = "never" if back.back_after is None else f"{back.back_after:.1f} s"
     line = (
         f"{name} | {topology} | writes back after {back_text} | {back.failed} requests failed | "
         f"{'valid' if verdict.valid else 'INVALID'} | {len(history.ops)} writes, "
-        f"{dict(verdict.outcomes)}"
+        f"{dict(verdict.outcomes)}, {len(follower.events)} feed events"
     )
     print(f"\n{line}\n{verdict.report()}")
     with RESULTS.open("a") as results:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.history import History, Op, Row, availability, check
+from tests.history import History, Op, Row, availability, check, check_feed
 
 POST = 7
 
@@ -128,3 +128,52 @@ def test_availability_counts_from_the_fault(ok_after, back):
     result = availability(history, failed_at=[99.0, 100.1, 100.2])
     assert result.failed == 2
     assert result.back_after == (None if back is None else pytest.approx(back))
+
+
+def _event(number: int, kind: str, post: int, version: int, title: str | None = None) -> dict:
+    data = None if title is None else {"id": post, "author_id": 1, "title": title}
+    return {"id": f"e{number}", "type": kind, "resource_id": post, "version": version, "data": data}
+
+
+def _feed_history() -> tuple[History, Op, Op]:
+    history = _history()
+    created = _create(history, "ok", post=9)
+    update = _update(history, 1, "ok", 2)
+    return history, created, update
+
+
+def test_a_good_feed_is_valid():
+    history, created, update = _feed_history()
+    _update(history, 2, "unknown")  # a write that may or may not show: either is fine
+    events = [
+        _event(1, "post.created", 9, 1, created.title),
+        _event(2, "post.updated", POST, 2, update.title),
+    ]
+    assert check_feed(history, events) == []
+
+
+def test_a_feed_missing_an_acknowledged_change_or_repeating_one_is_found():
+    history, created, update = _feed_history()
+    events = [
+        _event(1, "post.created", 9, 1, created.title),
+        _event(1, "post.created", 9, 1, created.title),
+    ]
+    problems = "\n".join(check_feed(history, events))
+    print(problems)
+    assert f"acknowledged update {update.id} (post.updated of post 7 v2) is missing" in problems
+    assert "event e1 delivered twice" in problems
+    assert "post.created of post 9 v1 appears 2 times" in problems
+
+
+def test_a_feed_out_of_version_order_or_showing_a_failed_write_is_found():
+    history, created, update = _feed_history()
+    failed = _update(history, 2, "fail")
+    events = [
+        _event(1, "post.created", 9, 1, created.title),
+        _event(2, "post.updated", POST, 3, failed.title),
+        _event(3, "post.updated", POST, 2, update.title),
+    ]
+    problems = "\n".join(check_feed(history, events))
+    print(problems)
+    assert "post.updated version 2 of post 7 after version 3" in problems
+    assert f"carries update {failed.id}, which answered 412" in problems

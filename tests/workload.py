@@ -28,6 +28,59 @@ RETRY_PAUSE = 0.2  # between attempts of a retried create
 UPDATERS = 4
 
 
+class FeedFollower:
+    """Follows `GET /events?types=posts` from the oldest event kept, through the faults
+    (an answer other than 200 is retried on the same cursor), keeping the events of the
+    run's author: creates and updates by `data.author_id`, deletes by a post seen before."""
+
+    def __init__(self, base_urls: list[str], author_id: int, violations: list[str]) -> None:
+        self.base_urls = base_urls
+        self.author_id = author_id
+        self.violations = violations
+        self.events: list[dict[str, Any]] = []
+        self._posts: set[int] = set()
+        self.cursor: str | None = None
+
+    async def follow(self, stop: asyncio.Event, drain_for: float = 20.0) -> None:
+        """Follow until `stop`, then until a page comes back empty (or `drain_for` s)."""
+        turn = 0
+        drained_by: float | None = None
+        async with httpx.AsyncClient(timeout=10) as http:
+            while True:
+                if stop.is_set() and drained_by is None:
+                    drained_by = time.monotonic() + drain_for
+                turn += 1
+                params: dict[str, Any] = {"types": "posts", "limit": 1000, "wait": 1}
+                if self.cursor is not None:
+                    params["after"] = self.cursor
+                url = self.base_urls[turn % len(self.base_urls)] + "/events"
+                try:
+                    page = await http.get(url, params=params)
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.2)
+                    continue
+                if page.status_code != 200:
+                    if page.status_code != 503:
+                        self.violations.append(f"feed: {page.status_code} {page.text[:200]}")
+                    await asyncio.sleep(0.2)
+                    continue
+                answer = page.json()
+                self._keep(answer["items"])
+                self.cursor = answer["next_cursor"]
+                if drained_by is not None and (
+                    not answer["items"] or time.monotonic() > drained_by
+                ):
+                    return
+
+    def _keep(self, items: list[dict[str, Any]]) -> None:
+        for event in items:
+            data = event.get("data") or {}
+            if data.get("author_id") == self.author_id:
+                self._posts.add(event["resource_id"])
+            if event["resource_id"] in self._posts:
+                self.events.append(event)
+
+
 class Workload:
     def __init__(
         self,
