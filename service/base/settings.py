@@ -33,7 +33,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     # A replica further behind the primary than this is skipped for reads.
     db_max_replica_lag_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 1000
     # `transaction`: a transaction pooler (PgBouncer pool_mode=transaction) is in front of
-    # the servers; `none` also switches to it when a pooler is detected (README).
+    # the servers; `none` also switches to it when a pooler is detected (docs/deploying.md,
+    # PgBouncer in transaction mode).
     db_pooler: Literal["none", "transaction"] = "none"
     data_dir: str = ".data"
     db_pool_min: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
@@ -46,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=0, le=600)] = 10
     # Unset: migrate on start with the embedded database, never with DATABASE_URL.
     migrate_on_start: bool | None = None
-    # Key that signs page cursors. Unset: a key kept in DATA_DIR (see README).
+    # Key that signs page cursors. Unset: a key kept in DATA_DIR (see docs/api.md, Choices).
     cursor_secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
     # Service tokens: lines `name scopes sha256-hex`, in a file or in the variable itself.
     api_tokens_file: str | None = None

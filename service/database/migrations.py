@@ -14,12 +14,12 @@ first, and yoyo is given that one.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
+from service.database.sql import project_folder
 from service.database.urls import has_several_hosts, with_host
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = project_folder("migrations")
 
 
 def single_host(database_url: str) -> str:
