@@ -86,6 +86,17 @@ def conditional_write(answer: Answer, seen: dict[str, object]) -> None:
     assert answer.header("content-type")[-1].startswith("application/problem+json")
 
 
+def feed_followed(answer: Answer, seen: dict[str, object]) -> None:
+    page, waited = answer.bodies
+    (event,) = page["items"]
+    assert event["type"] == "post.updated"
+    assert event["resource_id"] == seen["post_id"]
+    assert event["version"] == 3
+    assert event["data"]["title"] == "Hello again"
+    assert event["data"]["published"] is False
+    assert waited == {"items": [], "next_cursor": page["next_cursor"]}
+
+
 # One check per block, in the README's order. A new block of the tour needs its check here.
 CHECKS: list[Callable[[Answer, dict[str, object]], None]] = [
     ready,
@@ -93,6 +104,7 @@ CHECKS: list[Callable[[Answer, dict[str, object]], None]] = [
     post_created_and_read,
     paged,
     conditional_write,
+    feed_followed,
 ]
 
 
