@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/squawk --config .squawk.toml migrations/*.sql
 
 format: install
 	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen
