@@ -32,7 +32,8 @@ def test_the_same_index_built_concurrently_passes(repo_root: Path, tmp_path: Pat
     result = _squawk(
         repo_root,
         tmp_path,
-        "-- transactional: false\nCREATE INDEX CONCURRENTLY IF NOT EXISTS posts_title_idx ON posts (title);",
+        "-- transactional: false\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS posts_title_idx ON posts (title);",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
