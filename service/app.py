@@ -16,8 +16,12 @@ from service.database import routing
 from service.edge import auth, tracing
 from service.edge.limits import RequestLimits
 from service.edge.observer import RequestObserver, in_flight_sampler
+from service.feed import retention
+from service.feed.controller import list_events
+from service.feed.watcher import watching
 from service.http import idempotency
 from service.http.errors import problem_details_plugin
+from service.http.feed_positions import FeedIdentity
 from service.http.pagination import CursorCodec, cursor_key
 from service.http.sessions import closing_sessions
 from service.http.validation import QUERY_DECODERS, ClosedStructSchemaPlugin, QuerySchemaPlugin
@@ -47,8 +51,11 @@ def create_app(settings: Settings) -> Litestar:
             flushing_logs(),
             in_flight_sampler(),
             idempotency.cleanup(database.primary, settings.idempotency_ttl_hours),
+            retention.pruning(database.primary, settings.events_retention_hours),
+            watching(database.primary, settings.events_poll_ms / 1000) as watcher,
         ):
             app.state.database = database
+            app.state.feed_watcher = watcher
             yield
 
     codec = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
@@ -57,13 +64,14 @@ def create_app(settings: Settings) -> Litestar:
             UserController,
             PostController,
             list_user_posts,
+            list_events,
             HealthController,
             MetricsController,
         ],
         lifespan=[database_lifespan],
         # Not dependencies: Litestar resolves several dependencies of one handler in an
         # anyio task group, two tasks a request (~80 us); `state` is handed over as is.
-        state=State({"settings": settings, "cursors": codec}),
+        state=State({"settings": settings, "cursors": codec, "feed_identity": FeedIdentity()}),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(), QuerySchemaPlugin()],
         type_decoders=QUERY_DECODERS,
         request_max_body_size=MAX_BODY_BYTES,

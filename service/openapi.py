@@ -52,6 +52,7 @@ from service.base.settings import Settings
 from service.database.replication import TOKEN_HEADER, TOKEN_MAX_LENGTH, TOKEN_PATTERN
 from service.edge.auth import open_prefixes
 from service.http.errors import MEANINGS
+from service.http.feed_positions import EVENTS_CURSOR
 from service.http.idempotency import KEY_DESCRIPTION, KEY_HEADER, KEY_PATTERN
 
 SCHEMA_PATH = "/schema"
@@ -105,6 +106,7 @@ class Kind(StrEnum):
 
     CREATE = "create"
     READ = "read"
+    LIST = "list"
     UPDATE = "update"
     DELETE = "delete"
 
@@ -119,6 +121,13 @@ CONSISTENCY_TOKEN = Header(
 )
 WRITTEN: tuple[Header, ...] = (CONSISTENCY_TOKEN,)
 """Headers of every successful write (create, update, delete)."""
+
+EVENTS_CURSOR_HEADER = Header(
+    EVENTS_CURSOR,
+    "A change-feed position taken before this page was read: follow `GET /events?after=` "
+    "it to miss no change made during or after a walk of the pages. Opaque.",
+    _text(),
+)
 
 
 def _request_header(name: str, description: str, schema: Schema) -> Parameter:
@@ -153,6 +162,7 @@ _IF_MATCH = _described_header("If-Match", "Write only if the ETag matches.")
 REQUEST_HEADERS: dict[Kind, tuple[Parameter, ...]] = {
     Kind.CREATE: (_described_header(KEY_HEADER, KEY_DESCRIPTION, KEY_PATTERN),),
     Kind.READ: (_described_header("If-None-Match", "304 if the ETag matches."),),
+    Kind.LIST: (),
     Kind.UPDATE: (_IF_MATCH,),
     Kind.DELETE: (_IF_MATCH,),
 }
@@ -161,6 +171,7 @@ REQUEST_HEADERS: dict[Kind, tuple[Parameter, ...]] = {
 SUCCESS_HEADERS: dict[Kind, tuple[Header, ...]] = {
     Kind.CREATE: (LOCATION, ETAG, IDEMPOTENT_REPLAYED, *WRITTEN),
     Kind.READ: (ETAG,),
+    Kind.LIST: (EVENTS_CURSOR_HEADER,),
     Kind.UPDATE: (ETAG, *WRITTEN),
     Kind.DELETE: WRITTEN,
 }
@@ -177,11 +188,15 @@ BODY_STATUSES = (408, 413, 415)
 GUARDED_STATUSES = (401, 403)
 
 
+_LIST_PATHS = frozenset({"/users", "/posts", "/users/{user_id}/posts"})
+
+
 def _kind(method: str, path: str) -> Kind | None:
     """API.md's kinds: a POST creates, a PATCH updates, a DELETE deletes, a GET of a path
-    that ends with an id reads one resource; anything else has no success headers."""
+    that ends with an id reads one resource, a GET of a listing lists; anything else has no
+    success headers."""
     if method == "get":
-        return Kind.READ if path.endswith("}") else None
+        return Kind.READ if path.endswith("}") else Kind.LIST if path in _LIST_PATHS else None
     return {"post": Kind.CREATE, "patch": Kind.UPDATE, "delete": Kind.DELETE}.get(method)
 
 
@@ -189,6 +204,11 @@ _ID = "$response.body#/id"
 _AUTHOR = "$response.body#/author_id"
 _ETAG = "$response.header.ETag"
 _NEXT = "$response.body#/next_cursor"
+_FOLLOW = {
+    "FollowFeed": Link(
+        operation_id="listEvents", parameters={"after": f"$response.header.{EVENTS_CURSOR}"}
+    )
+}
 
 
 def _on_created(resource: str, id_parameter: str) -> dict[str, Link]:
@@ -219,15 +239,21 @@ LINKS: dict[tuple[str, str], dict[str, Link]] = {
     },
     ("listUsers", "200"): {
         "NextPage": Link(operation_id="listUsers", parameters={"cursor": _NEXT}),
+        **_FOLLOW,
     },
     ("listPosts", "200"): {
         "NextPage": Link(operation_id="listPosts", parameters={"cursor": _NEXT}),
+        **_FOLLOW,
     },
     ("listUserPosts", "200"): {
         "NextPage": Link(
             operation_id="listUserPosts",
             parameters={"user_id": "$request.path.user_id", "cursor": _NEXT},
         ),
+        **_FOLLOW,
+    },
+    ("listEvents", "200"): {
+        "NextPage": Link(operation_id="listEvents", parameters={"after": _NEXT}),
     },
 }
 """Links by (operation, status): how a caller (or schemathesis) goes on from a response."""
@@ -268,7 +294,25 @@ def complete(app: Litestar, settings: Settings) -> None:
             _complete_operation(operation, method, path, guarded=tokens and not is_open)
             if tokens and is_open:
                 operation.security = []
+    _describe_event_data(document)
     _check_problem_schema(document)
+
+
+def _describe_event_data(document: OpenAPI) -> None:
+    """An event's `data`: the resource as GET shows it, or null for a delete (the struct
+    types it `Any`: msgspec cannot describe a union of two untagged structs)."""
+    assert document.components is not None
+    assert document.components.schemas is not None
+    event = document.components.schemas["Event"]
+    assert event.properties is not None
+    event.properties["data"] = Schema(
+        one_of=[
+            Reference(ref="#/components/schemas/User"),
+            Reference(ref="#/components/schemas/Post"),
+            Schema(type=OpenAPIType.NULL),
+        ],
+        description="The resource as GET shows it after the change; null for a delete.",
+    )
 
 
 def _document_operation() -> Operation:

@@ -42,7 +42,15 @@ async def test_schema_has_the_columns_indexes_and_cascade(db):
     by_table: dict[str, dict[str, str]] = {}
     for table, column, data_type in columns:
         by_table.setdefault(table, {})[column] = data_type
-    assert set(by_table["users"]) == {"id", "email", "name", "version", "created_at", "updated_at"}
+    assert set(by_table["users"]) == {
+        "id",
+        "email",
+        "name",
+        "version",
+        "created_at",
+        "updated_at",
+        "feed_position",
+    }
     assert set(by_table["posts"]) == {
         "id",
         "author_id",
@@ -52,7 +60,9 @@ async def test_schema_has_the_columns_indexes_and_cascade(db):
         "version",
         "created_at",
         "updated_at",
+        "feed_position",
     }
+    assert by_table["posts"]["feed_position"] == "xid8"
     assert by_table["posts"]["created_at"] == "timestamp with time zone"
     indexes = {
         row[0]: row[1]

@@ -71,6 +71,9 @@ async def documents(settings) -> dict[str, dict[str, Any]]:
 LAYERS = {"414", "431"}
 BODY_CHECKS = {"408", "413", "415"}
 TOKEN_GATE = {"401", "403"}
+LISTINGS = {"/users", "/posts", "/users/{user_id}/posts"}
+"""Every page of these carries the feed position read before it."""
+
 STATUSES = {
     ("post", "/users"): {"201", "400", "409", "422", "503"} | BODY_CHECKS | TOKEN_GATE,
     ("get", "/users"): {"200", "400", "503"} | TOKEN_GATE,
@@ -86,6 +89,7 @@ STATUSES = {
     ("get", "/posts/{post_id}"): {"200", "304", "400", "404", "503"} | TOKEN_GATE,
     ("patch", "/posts/{post_id}"): {"200", "400", "404", "412", "503"} | BODY_CHECKS | TOKEN_GATE,
     ("delete", "/posts/{post_id}"): {"204", "404", "412", "503"} | TOKEN_GATE,
+    ("get", "/events"): {"200", "400", "410", "503"} | TOKEN_GATE,
     ("get", "/health/live"): {"200"},
     ("get", "/health/ready"): {"200", "503"},
     ("get", "/metrics"): {"200"},
@@ -136,6 +140,8 @@ def test_every_response_declares_its_headers(documents, variant):
                 expected.add("Consistency-Token")
             if method == "get" and path.endswith("}") and status in {"200", "304"}:
                 expected.add("ETag")
+            if method == "get" and path in LISTINGS and status == "200":
+                expected.add("Events-Cursor")
             assert set(headers) == expected, (method, path, status)
             for name, header in headers.items():
                 assert header["schema"]["type"] == "string"

@@ -27,6 +27,7 @@ from service.base.settings import Settings, from_env
 from service.database import pool as database
 from service.database.statements import page_newest_first, update_by_id
 from service.http.concurrency import Versioned, stored, written
+from service.http.feed_positions import behind_horizon
 from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
 from service.http.validation import MAX_ID
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
@@ -187,7 +188,9 @@ class Baseline:
         statement = page_newest_first("posts", PAGE_COLUMNS, filters)
         arguments = () if author_id is None else (author_id,)
         async with self._connection() as connection:
-            rows = await connection.fetch(statement, before_id, limit + 1, *arguments)
+            _, rows = behind_horizon(
+                await connection.fetch(statement, before_id, limit + 1, *arguments)
+            )
             # Only an empty page needs to tell "no posts" from "no such user", as the
             # service does.
             if (
@@ -196,7 +199,7 @@ class Baseline:
                 and not await connection.fetchval(USERS_SQL["exists"], author_id)
             ):
                 raise HTTPError(404, "No such resource")
-        items, last_id = split_page([Post(*row) for row in rows], limit, lambda post: post.id)
+        items, last_id = split_page([Post(*row[1:]) for row in rows], limit, lambda post: post.id)
         next_cursor = None if last_id is None else self.cursors.encode("posts", last_id)
         return Answer(200, encode(PostPage(items=list(items), next_cursor=next_cursor)))
 

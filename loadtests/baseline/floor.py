@@ -83,7 +83,7 @@ async def _page(
     codec: CursorCodec = state.cursors
     before_id = MAX_ID if cursor is None else codec.decode("posts", cursor)
     async with state.pool.acquire() as connection:
-        rows = await queries.list_posts(
+        _, rows = await queries.list_posts(
             connection,
             before_id=before_id,
             count=limit + 1,

@@ -93,6 +93,36 @@ REPLICA_UP = Gauge(
     multiprocess_mode="min",
 )
 
+FEED_REQUESTS = Counter(
+    "service_feed_requests",
+    "GET /events answered, by whether the follower asked to wait (a long poll) and "
+    "whether the answer held events",
+    ["long_poll", "outcome"],
+)
+FEED_EVENTS_DELIVERED = Counter(
+    "service_feed_events_delivered", "Events handed to followers by GET /events"
+)
+FEED_WAITING = Gauge(
+    "service_feed_waiting_followers",
+    "Long polls waiting for new events now",
+    multiprocess_mode="livesum",
+)
+FEED_EVENTS_WRITTEN = Gauge(
+    "service_feed_events_written",
+    "Events written to the feed so far: the newest event's sequence number (rolled-back "
+    "writes leave gaps in it), read every few seconds",
+    multiprocess_mode="max",
+)
+FEED_UNDELIVERED_AGE_SECONDS = Gauge(
+    "service_feed_undelivered_age_seconds",
+    "Age of the oldest committed event that no follower can be given yet, because an "
+    "older transaction on the database is still open (0 when none)",
+    multiprocess_mode="max",
+)
+FEED_EVENTS_PRUNED = Counter(
+    "service_feed_events_pruned", "Events deleted after EVENTS_RETENTION_HOURS"
+)
+
 
 def multiprocess_directory(data_dir: str) -> str:
     """A fresh folder for prometheus-client's multiprocess files of this server run."""

@@ -64,6 +64,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     migration_retry_backoff_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     # Idempotency keys are remembered this long.
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 24
+    # Change-feed events are kept this long (fractions allowed); an older cursor is a 410.
+    events_retention_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 3650)] = 168
+    # How often each worker's watcher looks for new events while followers long-poll:
+    # the main part of a follower's commit-to-delivery delay.
+    events_poll_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
 
     def __post_init__(self) -> None:
         if self.db_pool_min > self.db_pool_max:

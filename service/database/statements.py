@@ -49,7 +49,8 @@ def update_by_id(
 @lru_cache(maxsize=64)
 def page_newest_first(table: str, columns: tuple[str, ...], filters: tuple[str, ...]) -> str:
     """A keyset page in descending id: `$1` the id to continue before, `$2` the row count,
-    then one value per equality filter in `filters`, in order."""
+    then one value per equality filter in `filters`, in order; behind the feed's horizon
+    (`behind_horizon`)."""
     target = Table(table)
     query = (
         PostgreSQLQuery.from_(target)
@@ -59,7 +60,23 @@ def page_newest_first(table: str, columns: tuple[str, ...], filters: tuple[str, 
     for position, column in enumerate(filters, start=3):
         query = query.where(Field(column, table=target) == Parameter(f"${position}"))
     # pypika types LIMIT as an int, but renders any term: here the placeholder.
-    return str(query.orderby(target.id, order=Order.desc).limit(Parameter("$2")))  # type: ignore[arg-type]
+    page = query.orderby(target.id, order=Order.desc).limit(Parameter("$2"))  # type: ignore[arg-type]
+    return behind_horizon(str(page))
+
+
+def behind_horizon(page: str) -> str:
+    """A page statement that also returns, first, the change feed's horizon as the
+    statement's snapshot sees it (the page's Events-Cursor): one row with NULL columns
+    when the page is empty. pypika has no LATERAL; the page is a statement of its own,
+    so this is text around text, never a value. A nested loop over the one horizon row
+    yields the page's rows in the order of its index scan (sql/users/list_page.sql is the
+    same shape, written out)."""
+    # Statement text around statement text: no value goes in.
+    return (
+        "SELECT horizon.xmin, page.* "  # noqa: S608
+        "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS horizon "
+        f"LEFT JOIN LATERAL ({page}) AS page ON true"
+    )
 
 
 async def update_row(

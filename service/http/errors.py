@@ -61,6 +61,8 @@ MEANINGS = {
     404: "No such resource (also an id that is not a positive 64-bit integer)",
     408: "The body did not arrive within 10 seconds",
     409: "Conflict: the email is taken, or a request with this Idempotency-Key is in flight",
+    410: "The feed cursor is older than the oldest event kept: list again and follow from "
+    "the new Events-Cursor",
     412: "`If-Match` does not match the current `ETag`; nothing changed",
     413: "The body is larger than 1 MiB",
     414: "The query string is longer than 4 KiB",

@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NamedTuple, TypeVar
 
 from litestar.params import QueryParameter
 
@@ -44,6 +44,18 @@ Cursor = Annotated[
 
 _TAG_BYTES = 16
 _BAD_CURSOR = InvalidInput([FieldError("cursor", "is not a cursor this listing issued")])
+_BAD_FEED_CURSOR = InvalidInput(
+    [FieldError("after", "is not a feed cursor this service issued for this database")]
+)
+
+
+class FeedPosition(NamedTuple):
+    """A place in the change feed's one order: after every event at or before
+    (`xid`, `seq`). `xid` is a transaction id (xid8); `(horizon, 0)` stands before every
+    event of the transactions that had not ended when `horizon` was read."""
+
+    xid: int
+    seq: int
 
 
 def _b64(raw: bytes) -> str:
@@ -67,17 +79,42 @@ class CursorCodec:
 
     def decode(self, listing: str, cursor: str) -> int:
         """The last id a cursor of `listing` carries; `InvalidInput` for any other string."""
+        kind, _, last_id = self._payload(cursor, _BAD_CURSOR).partition(":")
+        if kind != listing or not last_id.isdigit() or int(last_id) > MAX_ID:
+            raise _BAD_CURSOR
+        return int(last_id)
+
+    def encode_position(self, feed_id: str, position: FeedPosition) -> str:
+        """A feed cursor: the position, bound to the feed (database) it was read from."""
+        payload = f"events:{feed_id}:{position.xid}:{position.seq}".encode()
+        return f"{_b64(payload)}.{_b64(self._tag(payload))}"
+
+    def decode_position(self, feed_id: str, cursor: str) -> FeedPosition:
+        """The position a feed cursor of this feed carries; `InvalidInput` naming `after`
+        for any other string, a cursor of another database's feed included."""
+        fields = self._payload(cursor, _BAD_FEED_CURSOR).split(":")
+        if (
+            len(fields) != 4
+            or fields[:2] != ["events", feed_id]
+            or not all(field.isascii() and field.isdigit() for field in fields[2:])
+            or max(int(field) for field in fields[2:]) > MAX_ID
+        ):
+            raise _BAD_FEED_CURSOR
+        return FeedPosition(int(fields[2]), int(fields[3]))
+
+    def _payload(self, cursor: str, invalid: InvalidInput) -> str:
+        """The signed text of a cursor this service issued; `invalid` for anything else."""
         try:
             payload_text, tag_text = cursor.split(".")
             payload, tag = _unb64(payload_text), _unb64(tag_text)
         except (ValueError, binascii.Error):
-            raise _BAD_CURSOR from None
+            raise invalid from None
         if not hmac.compare_digest(tag, self._tag(payload)):
-            raise _BAD_CURSOR
-        kind, _, last_id = payload.decode().partition(":")
-        if kind != listing or not last_id.isdigit() or int(last_id) > MAX_ID:
-            raise _BAD_CURSOR
-        return int(last_id)
+            raise invalid
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            raise invalid from None
 
 
 def cursor_key(secret: str | None, data_dir: str) -> bytes:

@@ -13,6 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.database.routing import Session
 from service.http import idempotency, resources
 from service.http.errors import NOT_MODIFIED, problem_responses
+from service.http.feed_positions import events_cursor
 from service.http.pagination import DEFAULT_LIMIT, Cursor, CursorCodec, Limit, split_page
 from service.http.sessions import session_of
 from service.http.validation import MAX_ID, PositiveId, QueryBool, StrictBody
@@ -30,20 +31,25 @@ AuthorFilter = Annotated[
 
 async def _page(
     session: Session,
-    cursors: CursorCodec,
+    state: State,
     limit: int,
     cursor: str | None,
     *,
     author_id: int | None,
     published: bool | None,
-) -> PostPage:
+) -> Response[PostPage]:
+    """A page, with the Events-Cursor read by its snapshot."""
+    cursors: CursorCodec = state.cursors
     before_id = MAX_ID if cursor is None else cursors.decode("posts", cursor)
-    rows = await queries.list_posts(
+    horizon, rows = await queries.list_posts(
         session, before_id=before_id, count=limit + 1, author_id=author_id, published=published
     )
     items, last_id = split_page(rows, limit, lambda item: item.id)
     next_cursor = None if last_id is None else cursors.encode("posts", last_id)
-    return PostPage(items=list(items), next_cursor=next_cursor)
+    return Response(
+        PostPage(items=list(items), next_cursor=next_cursor),
+        headers=await events_cursor(session, state.feed_identity, cursors, horizon),
+    )
 
 
 @get(
@@ -59,15 +65,13 @@ async def list_user_posts(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     published: Published = None,
-) -> PostPage:
+) -> Response[PostPage]:
     """A page of one user's posts, newest first."""
     user_id = resources.require_id(user_id)
     session = session_of(request)
-    page = await _page(
-        session, state.cursors, limit, cursor, author_id=user_id, published=published
-    )
+    page = await _page(session, state, limit, cursor, author_id=user_id, published=published)
     # Rows prove the author exists (foreign key); only an empty page needs the check.
-    if not page.items and not await user_exists(session, user_id):
+    if not page.content.items and not await user_exists(session, user_id):
         raise NotFoundException()
     return page
 
@@ -107,11 +111,11 @@ class PostController(Controller):
         cursor: Cursor = None,
         author_id: AuthorFilter = None,
         published: Published = None,
-    ) -> PostPage:
+    ) -> Response[PostPage]:
         """A page of posts, newest first."""
         return await _page(
             session_of(request),
-            state.cursors,
+            state,
             limit,
             cursor,
             author_id=author_id,

@@ -7,6 +7,8 @@ from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import page_newest_first, update_row
 from service.http.concurrency import Versioned, stored, written
+from service.http.feed_positions import behind_horizon
+from service.http.pagination import FeedPosition
 from service.posts.models import Post, PostCreate
 
 SQL = load_queries("posts")
@@ -33,13 +35,16 @@ async def list_posts(
     count: int,
     author_id: int | None = None,
     published: bool | None = None,
-) -> list[Post]:
-    """Newest first, optionally one author's and/or by `published`."""
+) -> tuple[FeedPosition, list[Post]]:
+    """Newest first, optionally one author's and/or by `published`; with the feed position
+    taken by the same snapshot (its Events-Cursor)."""
     filters = {"author_id": author_id, "published": published}
     present = {column: value for column, value in filters.items() if value is not None}
     statement = page_newest_first("posts", _PAGE_COLUMNS, tuple(present))
-    rows = await session.fetch(statement, before_id, count, *present.values())
-    return [Post(*row) for row in rows]
+    horizon, page = behind_horizon(
+        await session.fetch(statement, before_id, count, *present.values())
+    )
+    return horizon, [Post(*row[1:]) for row in page]
 
 
 async def update_post(

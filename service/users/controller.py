@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from service.http import idempotency, resources
 from service.http.errors import NOT_MODIFIED, problem_responses
+from service.http.feed_positions import events_cursor
 from service.http.pagination import DEFAULT_LIMIT, Cursor, Limit, split_page
 from service.http.sessions import session_of
 from service.http.validation import EMAIL_SCHEMA, StrictBody, query_email
@@ -59,16 +60,20 @@ class UserController(Controller):
                 schema_extra=EMAIL_SCHEMA,
             ),
         ] = None,
-    ) -> UserPage:
+    ) -> Response[UserPage]:
         after_id = 0 if cursor is None else state.cursors.decode("users", cursor)
         if email is not None:
             email = query_email(email)
-        rows = await queries.list_users(
-            session_of(request), after_id=after_id, count=limit + 1, email=email
+        session = session_of(request)
+        horizon, rows = await queries.list_users(
+            session, after_id=after_id, count=limit + 1, email=email
         )
         items, last_id = split_page(rows, limit, lambda user: user.id)
         next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
-        return UserPage(items=list(items), next_cursor=next_cursor)
+        return Response(
+            UserPage(items=list(items), next_cursor=next_cursor),
+            headers=await events_cursor(session, state.feed_identity, state.cursors, horizon),
+        )
 
     @get(
         "/{user_id:int}",

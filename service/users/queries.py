@@ -6,6 +6,8 @@ from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import update_row
 from service.http.concurrency import Versioned, stored, written
+from service.http.feed_positions import behind_horizon
+from service.http.pagination import FeedPosition
 from service.users.models import User, UserCreate
 
 SQL = load_queries("users")
@@ -27,12 +29,14 @@ async def user_exists(session: Session, user_id: int) -> bool:
 
 async def list_users(
     session: Session, *, after_id: int, count: int, email: str | None
-) -> list[User]:
+) -> tuple[FeedPosition, list[User]]:
+    """A page, and the feed position taken by the same snapshot (its Events-Cursor)."""
     if email is None:
         rows = await session.fetch(SQL["list_page"], after_id, count)
     else:
         rows = await session.fetch(SQL["list_page_by_email"], email, after_id, count)
-    return [User(*row[:-1]) for row in rows]
+    horizon, page = behind_horizon(rows)
+    return horizon, [User(*row[1:-1]) for row in page]
 
 
 async def update_user(

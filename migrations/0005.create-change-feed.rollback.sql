@@ -1,0 +1,10 @@
+DROP TRIGGER posts_feed_record ON posts;
+DROP TRIGGER posts_feed_stamp ON posts;
+DROP TRIGGER users_feed_record ON users;
+DROP TRIGGER users_feed_stamp ON users;
+DROP FUNCTION feed_record_change();
+DROP FUNCTION feed_stamp_row();
+DROP TABLE feed_state;
+DROP TABLE events;
+ALTER TABLE posts DROP COLUMN feed_position;
+ALTER TABLE users DROP COLUMN feed_position;
