@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format migrate clean
+.PHONY: install run test lint format migrate migration-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff format --check service tests loadtests fuzz clientgen docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/squawk --config .squawk.toml migrations/*.sql
 
 format: install
 	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen docs
@@ -36,6 +37,11 @@ format: install
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.
 migrate: install
 	$(BIN)/python -m service migrate $(ARGS)
+
+## The previous release keeps serving while the new migrations are applied, and beside the
+## new release on the same database (tests/previous_release.py, docs/operations.md).
+migration-check: install
+	$(BIN)/python -m tests.previous_release
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

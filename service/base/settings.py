@@ -56,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     auth_disabled: bool = False
     metrics_public: bool = True
     schema_public: bool = True
+    # Migrations (docs/operations.md): how long a step may wait for a lock before giving
+    # up (every request on the table queues behind a waiting step for at most this long),
+    # how often a step that gave up is tried again, and the pause before the first retry
+    # (doubled each time).
+    migration_lock_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] = 2000
+    migration_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    migration_retry_backoff_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     # Idempotency keys are remembered this long.
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 24
     # Change-feed events are kept this long (fractions allowed); an older cursor is a 410.
