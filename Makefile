@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format migrate clean
+.PHONY: install run test lint format migrate migration-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,19 +23,25 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check service tests loadtests fuzz clientgen
-	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
+	$(BIN)/ruff check service tests loadtests fuzz clientgen docs
+	$(BIN)/ruff format --check service tests loadtests fuzz clientgen docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/squawk --config .squawk.toml migrations/*.sql
 
 format: install
-	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen
-	$(BIN)/ruff format service tests loadtests fuzz clientgen
+	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen docs
+	$(BIN)/ruff format service tests loadtests fuzz clientgen docs
 
 ## Apply pending migrations to DATABASE_URL (or the embedded database).
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.
 migrate: install
 	$(BIN)/python -m service migrate $(ARGS)
+
+## The previous release keeps serving while the new migrations are applied, and beside the
+## new release on the same database (tests/previous_release.py, docs/operations.md).
+migration-check: install
+	$(BIN)/python -m tests.previous_release
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ exactly one of these cases, by status, field and message (never by status alone)
 other refusal of schema-valid data still fails the run. Schemathesis counts what is dropped
 ("dropped by `filter_failure`") in its summary, and run.sh prints the tally by exception.
 
-Rules of the contract that a JSON Schema cannot state (README, "What the schema cannot
+Rules of the contract that a JSON Schema cannot state (docs/api.md, "What the schema cannot
 say"), so that schemathesis's positive data meets them and a correct service refuses it:
 
 - a cursor the service did not issue: 400 `cursor` (cursors are signed);

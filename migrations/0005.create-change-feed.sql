@@ -14,9 +14,12 @@
 -- name their columns; the triggers fill the new one and keep `version` as it sets it).
 -- depends: 0004.idempotency-keys-written-by
 
+-- squawk-ignore prefer-robust-stmts -- a transactional step (all or nothing)
 ALTER TABLE users ADD COLUMN feed_position xid8;
+-- squawk-ignore prefer-robust-stmts -- a transactional step (all or nothing)
 ALTER TABLE posts ADD COLUMN feed_position xid8;
 
+-- squawk-ignore prefer-robust-stmts -- a transactional step (all or nothing)
 CREATE TABLE events (
     position    xid8        NOT NULL,
     seq         bigint      GENERATED ALWAYS AS IDENTITY,
@@ -24,6 +27,7 @@ CREATE TABLE events (
     action      text        NOT NULL,
     resource_id bigint      NOT NULL,
     -- The resource's version after the change; for a delete, the version deleted.
+    -- squawk-ignore prefer-bigint-over-int -- the same type as the rows' version
     version     integer     NOT NULL,
     occurred_at timestamptz NOT NULL,
     -- The row after the change, timestamps in UTC; NULL for a delete.
@@ -35,6 +39,7 @@ CREATE TABLE events (
 
 -- One row: the feed's identity (a cursor of another database is refused) and how far
 -- pruning has gone (a cursor before it is a 410).
+-- squawk-ignore prefer-robust-stmts -- a transactional step (all or nothing)
 CREATE TABLE feed_state (
     singleton       boolean NOT NULL DEFAULT true,
     feed_id         uuid    NOT NULL DEFAULT gen_random_uuid(),

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from service.base.logs import configure_logging
 from service.base.metrics import multiprocess_directory
@@ -47,7 +48,7 @@ def serve(settings: Settings) -> None:
         os.environ["AUTH_DISABLED"] = "1"  # for the workers, which read the environment
     with database(settings) as database_url:
         if settings.should_migrate_on_start:
-            applied = migrations.apply(database_url)
+            applied = migrations.apply(database_url, migrations.Bounds.of(settings))
             logger.info("migrations applied: %s", ", ".join(applied) or "none pending")
         # Made before the workers start, so that they all share one key.
         cursor_key(settings.cursor_secret, settings.data_dir)
@@ -76,17 +77,27 @@ def serve(settings: Settings) -> None:
         )
 
 
-def migrate(settings: Settings, arguments: argparse.Namespace) -> None:
+def migrate(settings: Settings, arguments: argparse.Namespace) -> int:
+    folder = Path(arguments.folder).resolve()
+    bounds = migrations.Bounds.of(settings)
     with database(settings) as database_url:
-        if arguments.list:
-            for migration_id, applied in migrations.status(database_url):
-                print(f"{'applied' if applied else 'pending'}  {migration_id}")
-        elif arguments.rollback is not None:
-            steps = None if arguments.rollback == "all" else int(arguments.rollback)
-            rolled_back = migrations.rollback(database_url, steps)
-            print("rolled back:", ", ".join(rolled_back) or "nothing")
-        else:
-            print("applied:", ", ".join(migrations.apply(database_url)) or "nothing pending")
+        try:
+            if arguments.list:
+                for migration_id, applied in migrations.status(database_url, folder):
+                    print(f"{'applied' if applied else 'pending'}  {migration_id}")
+            elif arguments.break_lock:
+                print(migrations.break_lock(database_url))
+            elif arguments.rollback is not None:
+                steps = None if arguments.rollback == "all" else int(arguments.rollback)
+                rolled_back = migrations.rollback(database_url, steps, bounds, folder)
+                print("rolled back:", ", ".join(rolled_back) or "nothing")
+            else:
+                done = migrations.apply(database_url, bounds, folder)
+                print("applied:", ", ".join(done) or "nothing pending")
+        except migrations.MigrationError as error:
+            print(f"migration failed: {error}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def print_new_token(name: str, scopes: list[str]) -> int:
@@ -113,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         help="roll back the last N applied migrations (default 1, or 'all')",
     )
     migrate_parser.add_argument("--list", action="store_true", help="list applied and pending")
+    migrate_parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="remove the migration lock left by a run that is gone (docs/operations.md)",
+    )
+    migrate_parser.add_argument(
+        "--folder",
+        default=str(migrations.MIGRATIONS_DIR),
+        help="the migrations folder (default: the one shipped with this version)",
+    )
     token_parser = commands.add_parser("token", help="make a service token")
     token_commands = token_parser.add_subparsers(dest="token_command", required=True)
     new_parser = token_commands.add_parser("new", help="print a new token and its config line")
@@ -134,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if arguments.command == "migrate":
-        migrate(settings, arguments)
-        return 0
+        return migrate(settings, arguments)
     try:
         serve(settings)
     except Stopped as stopped:
         logger.info("stopped by %s", stopped)
+    except migrations.MigrationError as error:
+        print(f"migration failed: {error}", file=sys.stderr)
+        return 1
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2

@@ -136,7 +136,7 @@ def stored_text(value: str, *, min_length: int, max_length: int, trim: bool) -> 
 
 def stored_email(value: str) -> str | None:
     """API.md: 3-320 characters, one '@' with text on both sides, no whitespace, stored
-    trimmed and lower-cased. The README's choice: at most 320 as sent, and as stored."""
+    trimmed and lower-cased. The choice in docs/api.md: at most 320 as sent, and as stored."""
     if "\x00" in value or len(value) > 320:
         return None
     stored = value.strip(WHITE_SPACE).lower()

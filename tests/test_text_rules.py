@@ -155,7 +155,7 @@ def test_an_email_matches_its_schema_exactly_when_accepted_but_for_lower_casing(
     valid_by_schema = matches(EMAIL_SCHEMA, value)
     accepted = accepts(email, value)
     if valid_by_schema and not accepted:
-        # The rule the README lists as one no schema can state, and only that one.
+        # The rule docs/api.md lists as one no schema can state, and only that one.
         assert len(value.strip(WHITESPACE).lower()) > EMAIL_MAX_LENGTH
         with pytest.raises(InvalidField, match="once lower-cased"):
             email(value)

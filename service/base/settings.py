@@ -33,7 +33,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     # A replica further behind the primary than this is skipped for reads.
     db_max_replica_lag_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 1000
     # `transaction`: a transaction pooler (PgBouncer pool_mode=transaction) is in front of
-    # the servers; `none` also switches to it when a pooler is detected (README).
+    # the servers; `none` also switches to it when a pooler is detected (docs/deploying.md,
+    # PgBouncer in transaction mode).
     db_pooler: Literal["none", "transaction"] = "none"
     data_dir: str = ".data"
     db_pool_min: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 2
@@ -46,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=0, le=600)] = 10
     # Unset: migrate on start with the embedded database, never with DATABASE_URL.
     migrate_on_start: bool | None = None
-    # Key that signs page cursors. Unset: a key kept in DATA_DIR (see README).
+    # Key that signs page cursors. Unset: a key kept in DATA_DIR (see docs/api.md, Choices).
     cursor_secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
     # Service tokens: lines `name scopes sha256-hex`, in a file or in the variable itself.
     api_tokens_file: str | None = None
@@ -55,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     auth_disabled: bool = False
     metrics_public: bool = True
     schema_public: bool = True
+    # Migrations (docs/operations.md): how long a step may wait for a lock before giving
+    # up (every request on the table queues behind a waiting step for at most this long),
+    # how often a step that gave up is tried again, and the pause before the first retry
+    # (doubled each time).
+    migration_lock_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] = 2000
+    migration_retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    migration_retry_backoff_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
     # Idempotency keys are remembered this long.
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 24
     # Change-feed events are kept this long (fractions allowed); an older cursor is a 410.

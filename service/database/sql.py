@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+def project_folder(name: str) -> Path:
+    """`sql` or `migrations`: inside the package when it is installed normally (a wheel
+    puts them at `service/sql/` and `service/migrations/`, see pyproject.toml's
+    package-dir), else beside it, as in a checkout and its editable install."""
+    package = Path(__file__).resolve().parents[1]
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
+
+
+SQL_DIR = project_folder("sql")
 
 
 def load_queries(resource: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from service.http.validation import MAX_ID
 T = TypeVar("T")
 
 # Read from the request's raw headers, not declared as Litestar header parameters: parsing
-# the headers for a parameter costs about 3% of a get-by-id (README, Performance). The
+# the headers for a parameter costs about 3% of a get-by-id (docs/performance.md). The
 # OpenAPI document declares them (service.openapi).
 _IF_MATCH = b"if-match"
 _IF_NONE_MATCH = b"if-none-match"

@@ -5,7 +5,7 @@ method may write and runs on the primary. A read that sends back the `Consistenc
 of a write is answered by a server that shows that write.
 
 Not a Litestar dependency: resolving one costs about 8% of a get-by-id's instructions
-(measured with callgrind; README, Performance). A handler asks for the session when it
+(measured with callgrind; docs/performance.md). A handler asks for the session when it
 needs it; `closing_sessions`, an ASGI layer around Litestar, closes it once the answer has
 gone, whatever happened in between.
 """
