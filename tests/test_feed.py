@@ -152,7 +152,7 @@ async def test_a_rolled_back_change_and_an_idempotent_replay_add_no_event(client
     # A transaction that changes the user, then fails: rolled back whole.
     with pytest.raises(asyncpg.CheckViolationError):
         await change_then_fail()
-    body = {"author_id": user["id"], "title": "Once", "body": ""}
+    body = {"author_id": user["id"], "title": "Replayed, not repeated", "body": ""}
     headers = {"Idempotency-Key": f"feed-{user['id']}"}
     first = await client.post("/posts", json=body, headers=headers)
     replay = await client.post("/posts", json=body, headers=headers)
@@ -277,7 +277,11 @@ async def test_a_cursor_behind_retention_is_a_410_and_listing_again_recovers(
         primary = ServerPool("primary", own_database, own)
         await primary.open()
         try:
-            assert await retention.prune(primary, retention_seconds=0) == 4
+            # The app's own pruning may hold the round (a pruner skips it then): again.
+            pruned, deadline = 0, time.monotonic() + 10
+            while pruned < 4 and time.monotonic() < deadline:
+                pruned += await retention.prune(primary, retention_seconds=0)
+            assert pruned == 4
         finally:
             await primary.close()
         gone = await client.get("/events", params={"after": old_cursor})
