@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format migrate clean
+.PHONY: install run test lint format migrate image-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,19 +23,24 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check service tests loadtests fuzz clientgen
-	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
+	$(BIN)/ruff check service tests loadtests fuzz clientgen image
+	$(BIN)/ruff format --check service tests loadtests fuzz clientgen image
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen
-	$(BIN)/ruff format service tests loadtests fuzz clientgen
+	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen image
+	$(BIN)/ruff format service tests loadtests fuzz clientgen image
 
 ## Apply pending migrations to DATABASE_URL (or the embedded database).
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.
 migrate: install
 	$(BIN)/python -m service migrate $(ARGS)
+
+## Build the Dockerfile with podman (from Debian's packages) and run the image as a
+## container: ready on /data, a restart, migrate, HEALTHCHECK, no root (docs/operations.md).
+image-check: install
+	$(BIN)/python image/check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
