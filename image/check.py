@@ -290,7 +290,10 @@ def check_migrate() -> None:
     name = f"posts_image_check_{os.getpid()}"
     url = re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", SERVER.split("://", 1)[1], count=1)
     url = f"{SERVER.split('://', 1)[0]}://{url}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        sys.exit(f"image-check: the migrate check needs a PostgreSQL at {SERVER}: {error}")
     try:
         with timed("migrate an external database from the image"):
             podman(
