@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format migrate migration-check clean
+.PHONY: install run test lint format migrate migration-check image-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,15 +23,15 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check service tests loadtests fuzz clientgen docs
-	$(BIN)/ruff format --check service tests loadtests fuzz clientgen docs
+	$(BIN)/ruff check service tests loadtests fuzz clientgen docs image
+	$(BIN)/ruff format --check service tests loadtests fuzz clientgen docs image
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/squawk --config .squawk.toml migrations/*.sql
 
 format: install
-	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen docs
-	$(BIN)/ruff format service tests loadtests fuzz clientgen docs
+	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen docs image
+	$(BIN)/ruff format service tests loadtests fuzz clientgen docs image
 
 ## Apply pending migrations to DATABASE_URL (or the embedded database).
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.
@@ -42,6 +42,11 @@ migrate: install
 ## new release on the same database (tests/previous_release.py, docs/operations.md).
 migration-check: install
 	$(BIN)/python -m tests.previous_release
+
+## Build the Dockerfile with podman (from Debian's packages) and run the image as a
+## container: ready on /data, a restart, migrate, HEALTHCHECK, no root (docs/operations.md).
+image-check: install
+	$(BIN)/python image/check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
