@@ -8,7 +8,8 @@ other refusal of schema-valid data still fails the run. Schemathesis counts what
 Rules of the contract that a JSON Schema cannot state (docs/api.md, "What the schema cannot
 say"), so that schemathesis's positive data meets them and a correct service refuses it:
 
-- a cursor the service did not issue: 400 `cursor` (cursors are signed);
+- a cursor the service did not issue: 400 `cursor` (cursors are signed), and likewise a
+  feed cursor of `GET /events`: 400 `after`;
 - a `Consistency-Token` the service did not issue: 400 `Consistency-Token` (opaque, like a
   cursor: the document bounds its length, not its format);
 - an `author_id` that names no existing user: 422 `author_id` (and GET /users/{id} is 404);
@@ -19,6 +20,13 @@ say"), so that schemathesis's positive data meets them and a correct service ref
 - a body over 1 MiB (JSON Schema counts characters, not bytes): 413;
 - an integer written with a fraction or an exponent (`1.0`, `1e0`): JSON Schema's `integer`
   takes those, the contract's strict types do not: 400 naming the field.
+
+And one bound on the requests themselves, not on the checks: `GET /events` holds its answer
+up to `wait` seconds (0 to 30) when nothing is new, which along the document's links (the
+feed's `next_cursor`, a list's `Events-Cursor`) is nearly always: every such case would sit
+in a long poll past the 10 s request timeout, and one pass in dozens of them. `before_call`
+sends `wait=0` instead of a valid positive `wait`; invalid ones are sent as generated. The
+hold itself is the suite's to test (tests/test_feed.py, the long polls).
 
 A framework bug:
 
@@ -62,6 +70,26 @@ def map_headers(context: Any, headers: dict[str, Any] | None) -> dict[str, Any] 
     if headers is not None and isinstance(key, str) and _KEY.fullmatch(key) and len(key) < 240:
         headers["Idempotency-Key"] = f"{key}~{next(_key_numbers)}"
     return headers
+
+
+_WAIT_SECONDS = re.compile(r"[0-9]+")
+
+
+def _holds(wait: Any) -> bool:
+    """Whether the service takes `wait` as a long poll of 1 to 30 s."""
+    if isinstance(wait, bool):
+        return False
+    if isinstance(wait, int):
+        return 1 <= wait <= 30
+    return isinstance(wait, str) and bool(_WAIT_SECONDS.fullmatch(wait)) and 1 <= int(wait) <= 30
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Send `wait=0` where `GET /events` would hold a long poll (see the module's note)."""
+    query = case.query
+    if case.operation.path == "/events" and isinstance(query, dict) and _holds(query.get("wait")):
+        query["wait"] = 0 if isinstance(query["wait"], int) else "0"
 
 
 def _problem(response: Any) -> dict[str, Any]:
@@ -113,6 +141,10 @@ def _rule_no_schema_states(case: Any, response: Any) -> str | None:
     if status == 400:
         if _names_only(problem, "cursor", "is not a cursor this listing issued"):
             return "a cursor the service issued"
+        if _names_only(
+            problem, "after", "is not a feed cursor this service issued for this database"
+        ):
+            return "a feed cursor the service issued"
         if _names_only(problem, "Consistency-Token", "is not a token this service issued"):
             return "a Consistency-Token the service issued"
         if _names_only(problem, "email", "must be at most 320 characters once lower-cased"):

@@ -49,7 +49,7 @@ After = Annotated[
 Types = Annotated[
     str | None,
     QueryParameter(
-        pattern="^(users|posts)(,(users|posts))?$",
+        pattern="^(users|posts|users,posts|posts,users)$",
         description="A comma-separated subset of `users,posts` (no spaces or repeats). "
         "Absent: both.",
     ),
