@@ -120,6 +120,12 @@ class Ledger:
         )
 
 
+_RENAME = {
+    "post": "UPDATE posts SET title = $2 WHERE id = $1 RETURNING version",
+    "user": "UPDATE users SET name = $2 WHERE id = $1 RETURNING version",
+}
+
+
 async def _write_once(connection: asyncpg.Connection, ledger: Ledger, rng: random.Random) -> None:
     """One random transaction with pauses inside it; its changes go to the ledger only
     when it commits."""
@@ -131,24 +137,12 @@ async def _write_once(connection: asyncpg.Connection, ledger: Ledger, rng: rando
         for _ in range(rng.randint(1, 3)):
             await asyncio.sleep(rng.random() * 0.02)
             choice = rng.random()
-            if choice < 0.5:
-                post = rng.choice(list(ledger.posts))
-                row = await connection.fetchrow(
-                    "UPDATE posts SET title = $2 WHERE id = $1 RETURNING version",
-                    post,
-                    f"t{rng.random():.6f}",
-                )
-                if row is not None:
-                    made.append(("post", post, row[0], "updated"))
-            elif choice < 0.7:
-                user = rng.choice(ledger.users)
-                row = await connection.fetchrow(
-                    "UPDATE users SET name = $2 WHERE id = $1 RETURNING version",
-                    user,
-                    f"n{rng.random():.6f}",
-                )
-                if row is not None:
-                    made.append(("user", user, row[0], "updated"))
+            if choice < 0.7:
+                kind = "post" if choice < 0.5 else "user"
+                resource = rng.choice(list(ledger.posts) if kind == "post" else ledger.users)
+                version = await connection.fetchval(_RENAME[kind], resource, f"{rng.random()}")
+                if version is not None:
+                    made.append((kind, resource, version, "updated"))
             elif choice < 0.8:
                 # Within a savepoint that is rolled back: leaves nothing.
                 savepoint = connection.transaction()
