@@ -401,10 +401,10 @@ async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failove
     are handed out again once it is promoted. A cursor read on the old primary after them
     must still see the new primary's changes.
 
-    It does not today (measured: a user created at 793, three rollbacks 795-797 while the
-    standby received nothing, a cursor at the horizon 798, the crash; the promoted standby
-    gave `promote()`'s own write 795 and the next user 796, and the follower at 798 never
-    gets it). A rollback does not wait for the synchronous standby, and the standby learns
+    It does not today (measured: a user created at id 794, three rollbacks 795-797 while
+    the standby received nothing, a cursor at the horizon 798, the crash; the promoted
+    standby gave `promote()`'s own write 795 and the next user 796, and the follower at 798
+    never gets it). A rollback does not wait for the synchronous standby, and the standby learns
     of an id only from WAL that names it; the window in production is the WAL writer's
     delay before a crash (200 ms), with a 409 or a 422 (both roll back an id) in it.
     Stopping the WAL sender (SIGSTOP) makes that window certain here.
