@@ -6,7 +6,8 @@
 # generator cannot read is a response the client drops), and runs a full flow through the
 # generated code (clientgen/test_flow.py): create, duplicate (409 as a parsed problem), get,
 # page walks, PATCH with If-Match (200, then 412), conditional GET (304), a bad query (400
-# as a parsed problem) and a delete with its cascade.
+# as a parsed problem), a delete with its cascade, and a follower of the change feed (list,
+# take Events-Cursor, change things, follow GET /events in small pages, a long poll).
 #
 # It installs the exact pins of clientgen/requirements.txt into .venv (once per version of
 # that file), starts `python -m service serve` with a token required on the embedded

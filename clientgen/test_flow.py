@@ -4,7 +4,8 @@ SERVICE_URL and SERVICE_TOKEN).
 
 Every call goes through the generated functions and models, so each step proves that the
 document describes what the service answers: bodies parse into the generated models,
-problems into `Problem`, and the statuses are ones the generated code knows.
+problems into `Problem`, feed events' `data` into `User` and `Post`, and the statuses are
+ones the generated code knows.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 
 import pytest
 from posts_service_client import AuthenticatedClient
+from posts_service_client.api.events import list_events
 from posts_service_client.api.posts import (
     create_post,
+    delete_post,
     get_post,
     list_posts,
     list_user_posts,
@@ -30,6 +33,9 @@ from posts_service_client.api.users import (
     patch_user,
 )
 from posts_service_client.models import (
+    Event,
+    EventPage,
+    EventType,
     Post,
     PostCreate,
     Problem,
@@ -200,3 +206,58 @@ def test_deleting_a_user_deletes_their_posts(client):
     problem(get_post.sync_detailed(post.id, client=client), HTTPStatus.NOT_FOUND)
     empty = list_user_posts.sync_detailed(user.id, client=client)
     problem(empty, HTTPStatus.NOT_FOUND)
+
+
+def follow(client: AuthenticatedClient, cursor: str, limit: int = 2) -> tuple[list[Event], str]:
+    """Every event after `cursor` that is there now, small pages, and the cursor after them."""
+    events: list[Event] = []
+    while True:
+        page = list_events.sync_detailed(client=client, after=cursor, limit=limit)
+        assert page.status_code == HTTPStatus.OK
+        assert isinstance(page.parsed, EventPage)
+        events += page.parsed.items
+        cursor = page.parsed.next_cursor
+        if len(page.parsed.items) < limit:
+            return events, cursor
+
+
+def test_a_follower_lists_then_follows_the_feed(client):
+    listed = list_users.sync_detailed(client=client, limit=1)
+    assert listed.status_code == HTTPStatus.OK
+    cursor = listed.headers["events-cursor"]
+    user, etag = new_user(client)
+    post = new_post(client, user)
+    renamed = patch_user.sync_detailed(
+        user.id, client=client, body=UserPatch(name="Followed"), if_match=etag
+    )
+    assert renamed.status_code == HTTPStatus.OK
+    assert delete_post.sync_detailed(post.id, client=client).status_code == HTTPStatus.NO_CONTENT
+
+    events, end = follow(client, cursor)
+
+    mine = [
+        e
+        for e in events
+        if (e.type_.value.split(".")[0], e.resource_id) in {("user", user.id), ("post", post.id)}
+    ]
+    assert [(e.type_, e.resource_id, e.version) for e in mine] == [
+        (EventType.USER_CREATED, user.id, 1),
+        (EventType.POST_CREATED, post.id, 1),
+        (EventType.USER_UPDATED, user.id, 2),
+        (EventType.POST_DELETED, post.id, 1),
+    ]
+    # `data` parses into the generated models: the resource as GET shows it after the change.
+    assert mine[0].data == user
+    assert mine[1].data == post
+    assert mine[2].data == renamed.parsed
+    assert mine[3].data is None
+    assert len({e.id for e in events}) == len(events)
+    # Nothing new: a long poll ends empty after `wait`, on the same cursor.
+    idle = list_events.sync_detailed(client=client, after=end, wait=1, types="posts")
+    assert idle.status_code == HTTPStatus.OK
+    assert (idle.parsed.items, idle.parsed.next_cursor) == ([], end)
+
+
+def test_a_forged_feed_cursor_is_a_400_parsed_as_a_problem(client):
+    bad = problem(list_events.sync_detailed(client=client, after="forged"), HTTPStatus.BAD_REQUEST)
+    assert [error.field for error in bad.errors] == ["after"]

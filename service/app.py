@@ -51,7 +51,9 @@ def create_app(settings: Settings) -> Litestar:
             flushing_logs(),
             in_flight_sampler(),
             idempotency.cleanup(database.primary, settings.idempotency_ttl_hours),
-            retention.pruning(database.primary, settings.events_retention_hours),
+            retention.pruning(
+                database.primary, settings.events_retention_hours, settings.events_prune_seconds
+            ),
             watching(database.primary, settings.events_poll_ms / 1000) as watcher,
         ):
             app.state.database = database

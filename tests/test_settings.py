@@ -36,6 +36,12 @@ def test_values_are_read_and_converted():
     ).should_migrate_on_start
 
 
+def test_feed_retention_and_pruning_take_fractions():
+    assert (from_env({}).events_retention_hours, from_env({}).events_prune_seconds) == (168, 30)
+    quick = from_env({"EVENTS_RETENTION_HOURS": "0.001", "EVENTS_PRUNE_SECONDS": "0.5"})
+    assert (quick.events_retention_hours, quick.events_prune_seconds) == (0.001, 0.5)
+
+
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
@@ -50,6 +56,7 @@ def test_values_are_read_and_converted():
         ({"MIGRATE_ON_START": "perhaps"}, "MIGRATE_ON_START"),
         ({"DATABASE_URL": "mysql://h/d"}, "DATABASE_URL"),
         ({"CURSOR_SECRET": "short"}, "CURSOR_SECRET"),
+        ({"EVENTS_PRUNE_SECONDS": "0"}, "EVENTS_PRUNE_SECONDS"),
     ],
 )
 def test_bad_value_names_the_variable(environ, named):

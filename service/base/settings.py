@@ -67,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 365)] = 24
     # Change-feed events are kept this long (fractions allowed); an older cursor is a 410.
     events_retention_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 3650)] = 168
+    # How often each process deletes the events past that retention (fractions allowed).
+    events_prune_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 30
     # How often each worker's watcher looks for new events while followers long-poll:
     # the main part of a follower's commit-to-delivery delay.
     events_poll_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20

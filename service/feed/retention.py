@@ -1,6 +1,7 @@
-"""Retention: events older than `EVENTS_RETENTION_HOURS` are deleted in the background, in
-small batches, oldest first (`sql/events/prune.sql`), and `feed_state` remembers how far:
-a cursor before that is a 410 (list again, follow from the new Events-Cursor).
+"""Retention: events older than `EVENTS_RETENTION_HOURS` are deleted in the background every
+`EVENTS_PRUNE_SECONDS`, in small batches, oldest first (`sql/events/prune.sql`), and
+`feed_state` remembers how far: a cursor before that is a 410 (list again, follow from the
+new Events-Cursor).
 
 One process prunes at a time (it holds `feed_state`'s row; the others skip the round). A
 batch deletes at most `PRUNE_BATCH` rows and waits at most `PRUNE_LOCK_TIMEOUT` for a lock,
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 PRUNE_BATCH = 1000
 PRUNE_LOCK_TIMEOUT = "100ms"
-PRUNE_INTERVAL_SECONDS = 30.0
 
 
 async def prune(primary: ServerPool, retention_seconds: float) -> int:
@@ -43,7 +43,7 @@ async def prune(primary: ServerPool, retention_seconds: float) -> int:
 
 
 def pruning(
-    primary: ServerPool, retention_hours: float, interval: float = PRUNE_INTERVAL_SECONDS
+    primary: ServerPool, retention_hours: float, interval: float
 ) -> AbstractAsyncContextManager[None]:
     """Prune now and every `interval` seconds while the app runs."""
 
