@@ -388,12 +388,6 @@ ROLLED_BACK_WITH_AN_ID = "DO $$ BEGIN PERFORM pg_current_xact_id(); RAISE 'rolle
 @pytest.mark.skipif(
     bool(os.environ.get("TEST_DATABASE_URL")), reason="its clusters are its own: the first run"
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a gap, found here and not fixed yet: the promoted standby hands out again the "
-    "ids of rollbacks it never received, below a cursor the old primary handed out",
-)
 async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failover(
     settings, sync_replicated
 ):

@@ -199,7 +199,7 @@ class Baseline:
                 and not await connection.fetchval(USERS_SQL["exists"], author_id)
             ):
                 raise HTTPError(404, "No such resource")
-        items, last_id = split_page([Post(*row[1:]) for row in rows], limit, lambda post: post.id)
+        items, last_id = split_page([Post(*row[2:]) for row in rows], limit, lambda post: post.id)
         next_cursor = None if last_id is None else self.cursors.encode("posts", last_id)
         return Answer(200, encode(PostPage(items=list(items), next_cursor=next_cursor)))
 

@@ -65,16 +65,22 @@ def page_newest_first(table: str, columns: tuple[str, ...], filters: tuple[str, 
 
 
 def behind_horizon(page: str) -> str:
-    """A page statement that also returns, first, the change feed's horizon as the
-    statement's snapshot sees it (the page's Events-Cursor): one row with NULL columns
-    when the page is empty. pypika has no LATERAL; the page is a statement of its own,
-    so this is text around text, never a value. A nested loop over the one horizon row
-    yields the page's rows in the order of its index scan (sql/users/list_page.sql is the
-    same shape, written out)."""
+    """A page statement that also returns, first, the change feed's head as the statement's
+    snapshot sees it: the position of the newest event below the horizon, or the pruned
+    position when every event was pruned (the page's Events-Cursor, see
+    `service.http.feed_positions`); one row with
+    NULL page columns when the page is empty. pypika has no LATERAL; the page is a statement
+    of its own, so this is text around text, never a value. A nested loop over the one
+    horizon row yields the page's rows in the order of its index scan
+    (sql/users/list_page.sql is the same shape, written out)."""
     # Statement text around statement text: no value goes in.
     return (
-        "SELECT horizon.xmin, page.* "  # noqa: S608
+        "SELECT head.position, head.seq, page.* "  # noqa: S608
         "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS horizon "
+        "LEFT JOIN LATERAL ((SELECT position, seq FROM events WHERE position < horizon.xmin "
+        "ORDER BY position DESC, seq DESC LIMIT 1) "
+        "UNION ALL (SELECT pruned_position, pruned_seq FROM feed_state) "
+        "ORDER BY position DESC, seq DESC LIMIT 1) AS head ON true "
         f"LEFT JOIN LATERAL ({page}) AS page ON true"
     )
 

@@ -5,10 +5,17 @@ sequence number). A page holds only events below the horizon, the oldest transac
 running as the statement's snapshot sees it: every transaction that can still write an
 event there has ended, so no event can appear later behind a cursor already handed out
 (`migrations/0005.create-change-feed.sql` says how positions keep each resource's events
-in version order). When a page is not full, every event up to the horizon has been seen,
-so the cursor moves to the horizon itself: a follower of one type passes the other type's
-events, and a cursor never goes back, whichever server (primary or a lagging replica)
-answers next.
+in version order). When a page is not full, every event up to the head (the newest event
+below the horizon, of any resource) has been seen, so the cursor moves to the head: a
+follower of one type passes the other type's events. A cursor never goes back, whichever
+server (the primary or a lagging replica) answers next.
+
+Why the head and not the horizon itself: a cursor always names a committed event, and
+with a synchronous standby every committed event's transaction id is on the standby, so
+after a failover the promoted server hands out only higher ids. The horizon can stand above
+ids of transactions that were rolled back on the old primary and never reached the standby:
+the promoted server hands those ids out again, and events under a cursor at the horizon
+would be skipped (tests/test_feed_topologies.py shows it).
 """
 
 from __future__ import annotations
@@ -69,20 +76,22 @@ async def read(
 ) -> FeedPage:
     """At most `limit` events of `resources` after `after`, and where to go on from."""
     rows = await db.fetch(SQL["read_page"], after.xid, after.seq, limit, list(resources))
-    horizon, pruned_xid, pruned_seq = rows[0][:3]
+    head_xid, head_seq, pruned_xid, pruned_seq = rows[0][:4]
     pruned = FeedPosition(pruned_xid, pruned_seq)
-    if rows[0][3] is None:
-        return FeedPage([], [], max(after, FeedPosition(horizon, 0)), pruned)
+    # With every event pruned there is no head: the pruned position stands for it.
+    head = pruned if head_xid is None else FeedPosition(head_xid, head_seq)
+    if rows[0][4] is None:
+        return FeedPage([], [], max(after, head), pruned)
     events = [_event(row) for row in rows]
-    positions = [FeedPosition(row[3], row[4]) for row in rows]
+    positions = [FeedPosition(row[4], row[5]) for row in rows]
     if len(rows) < limit:
-        # Everything below the horizon has been read: go on from the horizon itself.
-        return FeedPage(events, positions, max(after, FeedPosition(horizon, 0)), pruned)
+        # Every event up to the head has been read: go on from the head.
+        return FeedPage(events, positions, max(after, head), pruned)
     return FeedPage(events, positions, positions[-1], pruned)
 
 
 def _event(row: Any) -> Event:
-    _, _, _, _, seq, resource, action, resource_id, version, occurred_at, data = row
+    _, _, _, _, _, seq, resource, action, resource_id, version, occurred_at, data = row
     return Event(
         id=str(seq),
         type=_TYPES[resource, action],

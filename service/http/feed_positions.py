@@ -1,10 +1,13 @@
 """Positions in the change feed as callers see them: the `Events-Cursor` of every list page
 and the `after` of `GET /events`, signed cursors bound to the feed's database.
 
-A list page is read together with the feed's horizon (`behind_horizon`): every transaction
-with an id below it had ended when the page's snapshot was taken, so its change is in the
-page, and every change the page does not show comes from a transaction whose events stand
-at or after that position. A follower that starts there misses nothing the page missed.
+A list page is read together with the feed's head (`behind_horizon`): the newest event
+below the horizon of the page's own snapshot. Every transaction with an id below that
+horizon had ended when the snapshot was taken, so its change is in the page; every change
+the page does not show comes from a transaction whose events stand at or above the
+horizon, after the head. A follower that starts at the head misses nothing the page
+missed. (The head, not the horizon: a cursor names a committed event, which survives a
+failover to a synchronous standby; `service.feed.reader` says why.)
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ class FeedIdentity:
 
 
 def behind_horizon(rows: Sequence[Any]) -> tuple[FeedPosition, Sequence[Any]]:
-    """A page read with its horizon (`service.database.statements.behind_horizon`): the feed
-    position it gives, and the page's rows (each still starting with the horizon). The one
-    row of an empty page has NULL columns after the horizon."""
+    """A page read with the feed's head (`service.database.statements.behind_horizon`): the
+    feed position it gives, and the page's rows (each still starting with the head's two
+    columns). The one row of an empty page has NULL columns after the head."""
     first = rows[0]
-    return FeedPosition(first[0], 0), rows if first[1] is not None else ()
+    return FeedPosition(first[0], first[1]), rows if first[2] is not None else ()
 
 
 async def events_cursor(

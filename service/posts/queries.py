@@ -44,7 +44,7 @@ async def list_posts(
     horizon, page = behind_horizon(
         await session.fetch(statement, before_id, count, *present.values())
     )
-    return horizon, [Post(*row[1:]) for row in page]
+    return horizon, [Post(*row[2:]) for row in page]
 
 
 async def update_post(

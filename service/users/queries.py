@@ -36,7 +36,7 @@ async def list_users(
     else:
         rows = await session.fetch(SQL["list_page_by_email"], email, after_id, count)
     horizon, page = behind_horizon(rows)
-    return horizon, [User(*row[1:-1]) for row in page]
+    return horizon, [User(*row[2:-1]) for row in page]
 
 
 async def update_user(
