@@ -23,14 +23,14 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check service tests loadtests fuzz clientgen
-	$(BIN)/ruff format --check service tests loadtests fuzz clientgen
+	$(BIN)/ruff check service tests loadtests fuzz clientgen examples
+	$(BIN)/ruff format --check service tests loadtests fuzz clientgen examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen
-	$(BIN)/ruff format service tests loadtests fuzz clientgen
+	$(BIN)/ruff check --fix service tests loadtests fuzz clientgen examples
+	$(BIN)/ruff format service tests loadtests fuzz clientgen examples
 
 ## Apply pending migrations to DATABASE_URL (or the embedded database).
 ## ARGS="--list" lists them, ARGS="--rollback 1" rolls the last one back.

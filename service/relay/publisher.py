@@ -65,18 +65,28 @@ class Publisher:
         async def on_closed() -> None:
             closed.set()
 
+        errors: list[Exception] = []
+
         async def on_error(error: Exception) -> None:
+            errors.append(error)
             logger.info("NATS connection error: %s", error or type(error).__name__)
 
-        self._client = await nats.connect(
-            self.settings.nats_url,
-            name="posts-service-relay",
-            allow_reconnect=False,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=0,
-            closed_cb=on_closed,
-            error_cb=on_error,
-        )
+        try:
+            # max_reconnect_attempts=0 would be "for ever", also for the first connect.
+            self._client = await nats.connect(
+                self.settings.nats_url,
+                name="posts-service-relay",
+                allow_reconnect=False,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                closed_cb=on_closed,
+                error_cb=on_error,
+            )
+        except nats.errors.NoServersError:
+            if errors:  # the cause, rather than "no servers available for connection"
+                raise errors[-1] from None
+            raise
         self._js = self._client.jetstream(timeout=self.timeout)
         return self._js
 

@@ -305,7 +305,7 @@ def main(settings: Settings) -> int:
     except Fatal as error:
         print(f"relay: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # the metrics port is taken, and the like
+    except (OSError, asyncpg.PostgresError) as error:  # the metrics port is taken, no database...
         print(f"relay: {_describe(error)}", file=sys.stderr)
         return 1
     logger.info("relay: stopped after %.0f s", time.monotonic() - started)

@@ -76,10 +76,12 @@ def problems(config: StreamConfig, settings: Settings) -> list[str]:
         found.append(f"its subjects {patterns} do not cover {', '.join(uncovered)}")
     if config.no_ack:
         found.append("it does not acknowledge publishes (no_ack)")
-    if config.retention not in (None, RetentionPolicy.LIMITS):
+    # nats-py leaves the policies of a stream it reads as the server's strings.
+    retention = RetentionPolicy(config.retention or RetentionPolicy.LIMITS)
+    if retention != RetentionPolicy.LIMITS:
         found.append(
-            f"its retention is {config.retention.value}, which deletes messages once "
-            "consumed; the relay needs limits"
+            f"its retention is {retention.value}, which deletes messages once consumed; "
+            "the relay needs limits"
         )
     if config.duplicate_window < settings.relay_duplicate_window_seconds:
         found.append(
@@ -88,7 +90,7 @@ def problems(config: StreamConfig, settings: Settings) -> list[str]:
         )
     if config.sealed:
         found.append("it is sealed")
-    if config.discard == DiscardPolicy.NEW and (
+    if DiscardPolicy(config.discard or DiscardPolicy.OLD) == DiscardPolicy.NEW and (
         (config.max_msgs or -1) > 0 or (config.max_bytes or -1) > 0
     ):
         found.append("it refuses new messages when full (discard: new)")
