@@ -465,3 +465,31 @@ async def test_a_stream_that_does_not_fit_is_one_line_and_exit_1(
     assert f"do not cover {PREFIX}.user.created" in line
     assert "retention is workqueue" in line
     assert "duplicate window is 10 s" in line
+
+
+async def test_a_position_stored_late_publishes_again_and_jetstream_drops_the_repeats(
+    relay_database, nats_server, relays
+):
+    """The crash between the acks and the store, made certain: the position is put back
+    to the start, so the next relay publishes every event again."""
+    db = await connect(relay_database)
+    async with write_load(relay_database, writers=2, per_second=100):
+        await asyncio.sleep(1.0)
+    relay = relays(relay_database, nats_server.url)
+    await relay.wait_ready()
+    await wait_caught_up(db, nats_server.url)
+    assert relay.terminate() == 0, relay.log_tail()
+    published = await db.fetchval("SELECT count(*) FROM events")
+    assert published > 50
+    await db.execute("UPDATE relay_state SET position = '0', seq = 0")
+
+    again = relays(relay_database, nats_server.url)
+    await again.wait_ready()
+    deadline = time.monotonic() + 20
+    while again.metric("service_relay_events_published_total") < published:
+        assert time.monotonic() < deadline, again.log_tail()
+        await asyncio.sleep(0.1)
+    assert again.metric("service_relay_duplicates_total") == published
+    assert again.terminate() == 0, again.log_tail()
+    await assert_exactly_once_in_order(db, nats_server.url)
+    await db.close()
