@@ -5,7 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format migrate migration-check image-check clean
+.PHONY: install run test lint format migrate migration-check image-check relay \
+	nats-install bench-relay clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,24 @@ migration-check: install
 ## container: ready on /data, a restart, migrate, HEALTHCHECK, no root (docs/operations.md).
 image-check: install
 	$(BIN)/python image/check.py
+
+## The relay to NATS JetStream (NATS_URL, default nats://127.0.0.1:4222) on DATABASE_URL or
+## the embedded database; SIGTERM or Ctrl-C stops it after its batch in flight (docs/events.md).
+relay: install
+	$(BIN)/python -m service relay
+
+## Debian's nats-server, for the relay's tests and `make bench-relay` (CI: .ci/run).
+nats-install:
+	@test -x /usr/sbin/nats-server || { \
+		echo "nats-server not found: installing the Debian package"; \
+		$(SUDO) apt-get install -y nats-server || { $(SUDO) apt-get update && $(SUDO) apt-get install -y nats-server; }; \
+	}
+
+## The relay's throughput from a backlog (RELAY_BENCH_BACKLOG events, 50,000) and its
+## commit-to-subscriber delay at RELAY_BENCH_RATE writes/s (500), on a database and a
+## nats-server of the bench's own.
+bench-relay: install nats-install
+	$(BIN)/python -m loadtests.relay_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

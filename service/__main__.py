@@ -1,4 +1,5 @@
-"""Command line: `python -m service [serve]`, `python -m service migrate [...]`.
+"""Command line: `python -m service [serve]`, `python -m service migrate [...]`,
+`python -m service relay` (the change feed to NATS JetStream: `service.relay`).
 
 `serve` is what `make run` runs: without DATABASE_URL it starts the embedded PostgreSQL,
 applies pending migrations, serves with uvicorn (uvloop, httptools, WORKERS processes),
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP (the default)")
+    commands.add_parser("relay", help="publish the change feed to NATS JetStream")
     migrate_parser = commands.add_parser("migrate", help="apply pending migrations")
     migrate_parser.add_argument(
         "--rollback",
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if arguments.command == "migrate":
         return migrate(settings, arguments)
+    if arguments.command == "relay":
+        from service.relay import runner
+
+        return runner.main(settings)
     try:
         serve(settings)
     except Stopped as stopped:

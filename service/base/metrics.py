@@ -131,3 +131,33 @@ def multiprocess_directory(data_dir: str) -> str:
     for stale in os.listdir(path):
         os.remove(os.path.join(path, stale))
     return path
+
+
+# The relay to NATS JetStream (`python -m service relay`): its own process and port.
+RELAY_EVENTS_PUBLISHED = Counter(
+    "service_relay_events_published",
+    "Events JetStream acknowledged from this relay (repeats it dropped as duplicates too)",
+)
+RELAY_DUPLICATES = Counter(
+    "service_relay_duplicates",
+    "Events JetStream acknowledged as duplicates (already in the stream: a batch published "
+    "again after a crash, a broker restart or a lease takeover)",
+)
+RELAY_PUBLISH_ERRORS = Counter(
+    "service_relay_publish_errors",
+    "Batches whose publishing failed (broker unreachable, timeout, refusal), by reason; "
+    "the batch is published again",
+    ["reason"],
+)
+RELAY_LAG_EVENTS = Gauge(
+    "service_relay_lag_events",
+    "Events in the feed after the relay's stored position (not yet in the stream, as far "
+    "as the database knows), read every few seconds",
+)
+RELAY_LAG_SECONDS = Gauge(
+    "service_relay_lag_seconds",
+    "Age of the oldest event not yet published (0 when caught up), read every few seconds",
+)
+RELAY_LEASE_HELD = Gauge(
+    "service_relay_lease_held", "1 while this relay process holds the lease and publishes"
+)

@@ -72,6 +72,30 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
     # How often each worker's watcher looks for new events while followers long-poll:
     # the main part of a follower's commit-to-delivery delay.
     events_poll_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    # The relay to NATS JetStream (`python -m service relay`, docs/events.md).
+    nats_url: str = "nats://127.0.0.1:4222"
+    # The stream the relay publishes to (made when missing) and its subjects' prefix:
+    # `<prefix>.post.updated` and the like.
+    relay_stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
+        "POSTS_SERVICE_EVENTS"
+    )
+    relay_subject_prefix: Annotated[
+        str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    ] = "posts_service"
+    # The duplicate window of a stream the relay makes, and the least it accepts in an
+    # existing one: JetStream drops a repeated Nats-Msg-Id within it (docs/events.md).
+    relay_duplicate_window_seconds: Annotated[int, msgspec.Meta(ge=10, le=86_400)] = 120
+    # How long the lease of the publishing relay lasts without renewal: another relay
+    # takes over within about this long after the holder dies.
+    relay_lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=300)] = 5.0
+    # Events per batch: published together, all acknowledged before the position moves.
+    relay_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    # How often the relay reads the feed when it has caught up.
+    relay_poll_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    # How long a batch's acknowledgements may take before the broker counts as gone.
+    relay_publish_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 2000
+    # Port of the relay's /metrics and /health/ready (0: none).
+    relay_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9101
 
     def __post_init__(self) -> None:
         if self.db_pool_min > self.db_pool_max:
@@ -84,6 +108,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="
         ):
             if url is not None and not url.startswith(("postgresql://", "postgres://")):
                 raise SettingsError(f"{name} must start with postgresql:// or postgres://")
+        if not self.nats_url.startswith(("nats://", "tls://")):
+            raise SettingsError("NATS_URL must start with nats:// or tls://")
+        if self.relay_publish_timeout_ms / 1000 >= self.relay_lease_seconds:
+            raise SettingsError(
+                "RELAY_PUBLISH_TIMEOUT_MS must be shorter than RELAY_LEASE_SECONDS: a batch "
+                "must be acknowledged or given up while its lease still holds"
+            )
         if self.database_read_url is not None and self.database_url is None:
             raise SettingsError("DATABASE_READ_URL needs DATABASE_URL (the primary) too")
 
