@@ -152,7 +152,7 @@ async def test_a_rolled_back_change_and_an_idempotent_replay_add_no_event(client
     # A transaction that changes the user, then fails: rolled back whole.
     with pytest.raises(asyncpg.CheckViolationError):
         await change_then_fail()
-    body = {"author_id": user["id"], "title": "Once", "body": ""}
+    body = {"author_id": user["id"], "title": "Once in the feed", "body": ""}
     headers = {"Idempotency-Key": f"feed-{user['id']}"}
     first = await client.post("/posts", json=body, headers=headers)
     replay = await client.post("/posts", json=body, headers=headers)
