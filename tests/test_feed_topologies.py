@@ -30,13 +30,13 @@ import msgspec
 import pytest
 
 from service.base.metrics import READS
-from service.database import migrations
+from service.base.settings import Settings
 from tests.clusters import Replicated, hosts_url
 from tests.helpers import app_client, assert_problem
 from tests.server import running_service
 from tests.test_feed import Event, create_user, feed_cursor, follow, of
+from tests.test_replicas import DATABASE, _migrated, _replica_in_use
 
-DATABASE = "app"
 POOLED = os.environ.get("TEST_DB_POOLER") == "transaction"
 SECOND_RUN = bool(os.environ.get("TEST_DATABASE_URL")) and not POOLED
 
@@ -64,23 +64,6 @@ def _versions(events: list[Event], user: Event) -> list[int]:
 
 
 # -- GETs on a replica ---------------------------------------------------------------------
-
-
-def _migrated(cluster: Replicated) -> None:
-    cluster.primary.sql(f"CREATE DATABASE {DATABASE}")
-    migrations.apply(cluster.primary.url(DATABASE))
-    cluster.standby.wait_replayed()
-
-
-async def _replica_in_use(client: httpx.AsyncClient) -> None:
-    """Wait until the replica monitor has seen the replica current (it checks every 0.2 s)."""
-    deadline = time.monotonic() + 10
-    while True:
-        servers = (await client.get("/health/ready")).json()["servers"]
-        if all(server["state"] == "ok" for server in servers):
-            return
-        assert time.monotonic() < deadline, "the replica never came into use"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.skipif(SECOND_RUN, reason="its clusters are its own: the first run covers it")
@@ -210,6 +193,19 @@ def test_a_cursor_taken_before_a_restart_goes_on_after_it(database, database_url
 # -- Failover to a synchronous standby -----------------------------------------------------
 
 
+def _failing_over(settings: Settings, cluster: Replicated, **changes: Any) -> Settings:
+    """Writes to whichever of the two servers is writable, as in tests/test_replicas.py."""
+    return msgspec.structs.replace(
+        settings,
+        database_url=hosts_url(
+            cluster.primary, cluster.standby, database=DATABASE, target_session_attrs="read-write"
+        ),
+        db_acquire_timeout=1.0,
+        db_statement_timeout_ms=2000,
+        **changes,
+    )
+
+
 @pytest.mark.skipif(
     bool(os.environ.get("TEST_DATABASE_URL")),
     reason="its clusters are its own (the first run covers it), and a multi-host URL "
@@ -220,15 +216,7 @@ async def test_failover_to_a_synchronous_standby_keeps_every_acknowledged_change
 ):
     cluster = sync_replicated
     _migrated(cluster)
-    failing_over = msgspec.structs.replace(
-        settings,
-        database_url=hosts_url(
-            cluster.primary, cluster.standby, database=DATABASE, target_session_attrs="read-write"
-        ),
-        database_read_url=cluster.standby.url(DATABASE),
-        db_acquire_timeout=1.0,
-        db_statement_timeout_ms=2000,
-    )
+    failing_over = _failing_over(settings, cluster, database_read_url=cluster.standby.url(DATABASE))
     async with app_client(failing_over) as client:
         start = await feed_cursor(client)
         author = await create_user(client)
@@ -405,15 +393,8 @@ async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failove
     """
     cluster = sync_replicated
     _migrated(cluster)
-    failing_over = msgspec.structs.replace(
-        settings,
-        database_url=hosts_url(
-            cluster.primary, cluster.standby, database=DATABASE, target_session_attrs="read-write"
-        ),
-        db_acquire_timeout=1.0,
-        db_statement_timeout_ms=2000,
-        events_prune_seconds=3600,  # no pruning round (it takes an id) but the first
-    )
+    # No pruning round (it takes an id) but the first.
+    failing_over = _failing_over(settings, cluster, events_prune_seconds=3600)
     async with app_client(failing_over) as client:
         await create_user(client)
         # Nothing else holds an id (the first pruning round and key cleanup are over):
