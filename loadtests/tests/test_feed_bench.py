@@ -5,7 +5,7 @@ the delivery delay, which counts an event that never arrives), and the seed's ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -15,13 +15,13 @@ import pytest
 from loadtests import bench, feed_bench, seed
 from loadtests.bench import BenchError, Server, Summary
 from loadtests.feed_bench import FeedCheck, FeedConfig, FeedRound, feed_checks
+from loadtests.tests.conftest import FEED_DATA_SET
 from service.base.settings import SettingsError
 from service.database import migrations
 from service.feed import reader
-from tests.server import free_port
 
 AUTH = {"Authorization": f"Bearer {bench.BENCH_TOKEN}"}
-SMALL = seed.DataSet(users=100, posts=2000)  # 2,100 events: three pages of 1,000
+BOUNDS = (FEED_DATA_SET.users, FEED_DATA_SET.posts)
 
 
 def summary(rps: float) -> Summary:
@@ -102,24 +102,6 @@ def test_knobs() -> None:
             FeedConfig.from_env({"FEED_BENCH_WRITE_RATE": bad})
 
 
-@pytest.fixture(scope="module")
-async def small_database(make_database: Callable[[], Awaitable[str]]) -> str:
-    url = await make_database()
-    migrations.apply(url)
-    assert await seed.seed_url(url, SMALL) == SMALL
-    return url
-
-
-@pytest.fixture(scope="module")
-def service(small_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    environment = bench.target_environment(
-        "service", small_database, tmp_path_factory.mktemp("feed-bench"), port
-    ) | {"EVENTS_RETENTION_HOURS": feed_bench.KEEP_HOURS}
-    with bench.running("test-feed-service", bench.COMMANDS["service"], environment, port) as server:
-        yield server
-
-
 async def count_events(database_url: str) -> int:
     connection = await asyncpg.connect(database_url)
     try:
@@ -129,12 +111,12 @@ async def count_events(database_url: str) -> int:
     return count
 
 
-def test_the_backlog_is_read_page_by_page_from_the_start(service: Server) -> None:
+def test_the_backlog_is_read_page_by_page_from_the_start(feed_service: Server) -> None:
     # Only the seed's events so far: 2,100, read in pages of 1,000.
-    assert feed_bench.read_backlog(service, 2000)["events"] == 2000
-    assert feed_bench.read_backlog(service, 2001)["events"] == 2100
+    assert feed_bench.read_backlog(feed_service, 2000)["events"] == 2000
+    assert feed_bench.read_backlog(feed_service, 2001)["events"] == 2100
     with pytest.raises(BenchError, match="fewer than"):
-        feed_bench.read_backlog(service, 2101)
+        feed_bench.read_backlog(feed_service, 2101)
 
 
 class RoundFailed(Exception):
@@ -142,16 +124,16 @@ class RoundFailed(Exception):
 
 
 def test_capture_off_writes_no_event_and_is_on_again_after(
-    service: Server, small_database: str
+    feed_service: Server, feed_database: str
 ) -> None:
     def events() -> int:
-        return asyncio.run(count_events(small_database))
+        return asyncio.run(count_events(feed_database))
 
     post = {"author_id": 1, "title": "Capture", "body": "x" * 100}
-    with httpx.Client(base_url=service.base_url, headers=AUTH) as client:
+    with httpx.Client(base_url=feed_service.base_url, headers=AUTH) as client:
 
         def failing_round() -> None:
-            with feed_bench.capture_off(small_database):
+            with feed_bench.capture_off(feed_database):
                 assert client.post("/posts", json=post).status_code == 201
                 assert events() == before
                 raise RoundFailed  # the capture comes back on whatever happens
@@ -163,8 +145,8 @@ def test_capture_off_writes_no_event_and_is_on_again_after(
     assert events() == before + 1
 
 
-def test_every_write_is_matched_to_its_event(service: Server) -> None:
-    result = feed_bench.measure_delay(service, 40, 1.5, 4, (SMALL.users, SMALL.posts), drain=5)
+def test_every_write_is_matched_to_its_event(feed_service: Server) -> None:
+    result = feed_bench.measure_delay(feed_service, 40, 1.5, 4, BOUNDS, drain=5)
     assert result["writes"] == 60
     assert (result["failed_writes"], result["missing"], result["follower_errors"]) == (0, 0, 0)
     # Through the watcher (it polls every 20 ms): more than nothing, far less than the 30 s
@@ -172,11 +154,9 @@ def test_every_write_is_matched_to_its_event(service: Server) -> None:
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] < 2000
 
 
-def test_an_event_that_never_arrives_is_counted(service: Server, small_database: str) -> None:
-    with feed_bench.capture_off(small_database):
-        result = feed_bench.measure_delay(
-            service, 20, 1.0, 2, (SMALL.users, SMALL.posts), drain=0.5
-        )
+def test_an_event_that_never_arrives_is_counted(feed_service: Server, feed_database: str) -> None:
+    with feed_bench.capture_off(feed_database):
+        result = feed_bench.measure_delay(feed_service, 20, 1.0, 2, BOUNDS, drain=0.5)
     assert result["writes"] == 20
     assert result["missing"] == 20
     assert verdicts(feed_checks({}, [FeedRound("delay", "service", 1, result)], 20))[-1] is False
