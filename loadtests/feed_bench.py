@@ -592,7 +592,7 @@ def feed_bench(config: FeedConfig) -> int:
         service = servers["service"]
         bounds = asyncio.run(bench.data_set_bounds(database_url))
         wrk_env = bench.DataSet(*bounds, deep_cursors=[]).wrk_environment()
-        backlog = min(config.backlog, asyncio.run(_events_in_feed(database_url)))
+        backlog = min(config.backlog, asyncio.run(events_in_feed(database_url)))
         print(
             f"data set: users 1..{bounds[0]:,}, posts 1..{bounds[1]:,}; backlog read: "
             f"{backlog:,} events; servers: {', '.join(servers)}",
@@ -659,7 +659,8 @@ def feed_bench(config: FeedConfig) -> int:
     return 0
 
 
-async def _events_in_feed(database_url: str) -> int:
+async def events_in_feed(database_url: str) -> int:
+    """How many events the feed holds."""
     connection = await asyncpg.connect(database_url)
     try:
         count: int = await connection.fetchval("SELECT count(*) FROM events")
