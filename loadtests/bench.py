@@ -506,9 +506,14 @@ def pgbouncer_in_front(database_url: str) -> Iterator[str]:
 
 
 def start_servers(
-    stack: ExitStack, config: Config, database_url: str, targets: tuple[str, ...]
+    stack: ExitStack,
+    config: Config,
+    database_url: str,
+    targets: tuple[str, ...],
+    extra_environment: Mapping[str, str] | None = None,
 ) -> dict[str, Server]:
-    """Every target, started and ready; the pooled one behind a PgBouncer of its own."""
+    """Every target, started and ready; the pooled one behind a PgBouncer of its own;
+    `extra_environment` on top of each one's environment."""
     urls = dict.fromkeys(targets, database_url)
     if "pooled" in urls:
         urls["pooled"] = stack.enter_context(pgbouncer_in_front(database_url))
@@ -517,7 +522,8 @@ def start_servers(
             running(
                 target,
                 COMMANDS[target],
-                target_environment(target, urls[target], config.data_dir, config.ports[target]),
+                target_environment(target, urls[target], config.data_dir, config.ports[target])
+                | dict(extra_environment or {}),
                 config.ports[target],
             )
         )

@@ -1,5 +1,6 @@
 # Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
-# `make bench`, `make bench-pooler`, `make bench-replica`, `make profile`, `make instructions`.
+# `make bench`, `make bench-pooler`, `make bench-replica`, `make bench-feed`, `make profile`,
+# `make instructions`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -7,8 +8,8 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench bench-pooler bench-replica profile instructions loadtest-check \
-	loadtest-install wrk-install pgbouncer-install
+.PHONY: seed loadtest bench bench-pooler bench-replica bench-feed profile instructions \
+	loadtest-check loadtest-install wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -55,6 +56,13 @@ bench-pooler: loadtest-install wrk-install pgbouncer-install
 ## the routing verified from the service's counters, interleaved wrk rounds, one table.
 bench-replica: loadtest-install wrk-install
 	$(BIN)/python -m loadtests.replica_bench
+
+## The change feed (issue 18): what capture costs create_post and patch_post (triggers on and off,
+## interleaved), one follower reading a backlog (limit=1000), and the commit-to-delivery delay
+## of a long-polling follower at 500 writes/s, directly and through a PgBouncer of its own.
+## One table, the targets checked; exit 1 when one is missed (BENCH_GATE=0: report only).
+bench-feed: loadtest-install wrk-install pgbouncer-install
+	$(BIN)/python -m loadtests.feed_bench
 
 ## The service's CPU per request, by layer: wrk at PROFILE_CONNECTIONS (8) for
 ## PROFILE_SECONDS (20) unobserved, then as long under py-spy (root or ptrace rights).
