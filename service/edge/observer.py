@@ -175,18 +175,18 @@ class RequestObserver:
     ) -> None:
         client = scope.get("client")
         now = time.time()
-        line = RequestLine(
-            time=timestamp(now),
-            level="INFO",
-            logger="service.requests",
-            message="request",
-            request_id=current,
-            method=method,
-            route=route,
-            status=status,
-            duration_ms=round(seconds * 1000, 3),
-            remote=client[0] if client else None,
-            caller=scope.get("state", {}).get("caller"),
+        line = RequestLine(  # by position, in the struct's order: cheaper than keywords
+            timestamp(now),
+            "INFO",
+            "service.requests",
+            "request",
+            current,
+            method,
+            route,
+            status,
+            round(seconds * 1000, 3),
+            client[0] if client else None,
+            scope["state"].get("caller") if "state" in scope else None,
         )
         if self.trace_fields is not None:
             ids = self.trace_fields()
