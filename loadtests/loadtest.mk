@@ -1,5 +1,6 @@
 # Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
-# `make bench`, `make bench-pooler`, `make bench-replica`, `make profile`, `make instructions`.
+# `make bench`, `make bench-pooler`, `make bench-replica`, `make profile`, `make instructions`,
+# `make instructions-layers`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -7,7 +8,8 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 # apt-get needs root; elsewhere sudo asks for it.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: seed loadtest bench bench-pooler bench-replica profile instructions loadtest-check \
+.PHONY: seed loadtest bench bench-pooler bench-replica profile instructions instructions-layers \
+	loadtest-check \
 	loadtest-install wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
@@ -71,3 +73,9 @@ loadtest-check: loadtest-install
 instructions: loadtest-install
 	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
 	$(BIN)/python -m loadtests.instructions
+
+## The service's own ASGI layers alone over a trivial app, no database (callgrind): a
+## quick count while tuning one of them. LAYERS="observer limits-post" narrows it.
+instructions-layers: loadtest-install
+	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
+	$(BIN)/python -m loadtests.layer_instructions $(LAYERS)
