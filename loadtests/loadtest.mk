@@ -1,6 +1,6 @@
 # Seeding, load tests, benchmarks and profiles (issues 3 and 9): `make seed`, `make loadtest`,
 # `make bench`, `make bench-pooler`, `make bench-replica`, `make bench-feed`, `make profile`,
-# `make instructions`.
+# `make instructions`, `make instructions-layers`.
 # Included from the top Makefile, which defines BIN, VENV and `install`. Knobs are
 # environment variables, described in loadtests/README.md.
 
@@ -9,7 +9,7 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: seed loadtest bench bench-pooler bench-replica bench-feed profile instructions \
-	loadtest-check loadtest-install wrk-install pgbouncer-install
+	instructions-layers loadtest-check loadtest-install wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -79,3 +79,9 @@ loadtest-check: loadtest-install
 instructions: loadtest-install
 	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
 	$(BIN)/python -m loadtests.instructions
+
+## The service's own ASGI layers alone over a trivial app, no database (callgrind): a
+## quick count while tuning one of them. LAYERS="observer limits-post" narrows it.
+instructions-layers: loadtest-install
+	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
+	$(BIN)/python -m loadtests.layer_instructions $(LAYERS)

@@ -66,3 +66,55 @@ async def test_a_body_that_does_not_arrive_in_time_is_408_and_writes_nothing(
     assert answer[0]["status"] == 408
     assert (b"content-type", b"application/problem+json") in answer[0]["headers"]
     assert await count_rows(db, "users") == before
+
+
+async def test_one_timer_keeps_every_body_deadline(monkeypatch: pytest.MonkeyPatch):
+    """Two bodies that never finish get their 408 each, at their own deadline, while a body
+    that arrives at once between them is answered; a cancellation from outside stays one."""
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_SECONDS", 0.3)
+    loop = asyncio.get_running_loop()
+
+    async def reads_body(scope, receive, send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    app = limits.RequestLimits(reads_body)
+    answered: dict[str, tuple[object, float]] = {}
+
+    async def call(name: str, slow: bool) -> None:
+        sent: list[int] = []
+
+        async def receive() -> dict:
+            if slow and sent:
+                await asyncio.sleep(3600)
+            sent.append(1)
+            return {"type": "http.request", "body": b"{", "more_body": slow}
+
+        async def send(message: dict) -> None:
+            answered[name] = (message["status"], loop.time() - started)
+
+        scope = {"type": "http", "method": "POST", "query_string": b"", "headers": []}
+        try:
+            await app(scope, receive, send)
+        except Exception as error:  # the app's exception handler turns this into a 408
+            answered[name] = (type(error).__name__, loop.time() - started)
+
+    started = loop.time()
+    first = asyncio.create_task(call("first", slow=True))
+    await asyncio.sleep(0.1)
+    await call("fast", slow=False)
+    second = asyncio.create_task(call("second", slow=True))
+    outside = asyncio.create_task(call("cancelled", slow=True))
+    await asyncio.sleep(0.05)
+    outside.cancel()
+    await asyncio.gather(first, second)
+    with pytest.raises(asyncio.CancelledError):
+        await outside
+
+    assert answered["fast"][0] == 200
+    assert answered["first"][0] == "SlowBody"
+    assert answered["second"][0] == "SlowBody"
+    assert 0.28 <= answered["first"][1] < 0.39
+    assert 0.38 <= answered["second"][1] < 0.5
+    assert "cancelled" not in answered

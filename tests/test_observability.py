@@ -83,3 +83,44 @@ def test_other_log_lines_carry_the_request_id_of_their_request():
     assert line["message"] == "something happened"
     assert line["request_id"] == "abc"
     assert line["level"] == "WARNING"
+
+
+def _samples(metric, **labels: str) -> dict[tuple[str, str], float]:
+    """A metric's samples with these labels, by name and bucket bound."""
+    return {
+        (sample.name, sample.labels.get("le", "")): sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if all(sample.labels.get(key) == value for key, value in labels.items())
+        and not sample.name.endswith("_created")
+    }
+
+
+def test_tallied_request_metrics_match_prometheus_clients_own_observations():
+    """The observer tallies requests in plain numbers and publishes them: the exported
+    count, buckets, sum and errors are what `inc` and `observe` per request would give."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from service.base.metrics import LATENCY_BUCKETS, REQUEST_SECONDS, REQUESTS, SERVER_ERRORS
+    from service.edge.observer import _RouteMetrics
+
+    durations = [0.0004, 0.0005, 0.00051, 0.003, 0.0042, 0.0075, 0.2, 4.9, 5.0, 7.5]
+    reference = Histogram("reference", "", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    tallied = _RouteMetrics()
+    for seconds in durations:
+        reference.observe(seconds)
+        tallied.observe("GET", "/tally-test", 503, seconds)
+    labels = {"method": "GET", "path": "/tally-test", "status_code": "503"}
+    assert _samples(REQUESTS, **labels) == {("service_requests_total", ""): 0.0}  # not yet
+
+    tallied.publish()
+    tallied.publish()  # a second publish adds nothing
+    got = {
+        (name.replace("service_request_duration_seconds", "reference"), le): value
+        for (name, le), value in _samples(REQUEST_SECONDS, **labels).items()
+    }
+    want = _samples(reference)
+    assert len(want) == len(LATENCY_BUCKETS) + 3  # each bound, +Inf, count and sum
+    assert got == pytest.approx(want)
+    assert _samples(REQUESTS, **labels) == {("service_requests_total", ""): 10.0}
+    assert _samples(SERVER_ERRORS, **labels) == {("service_requests_error_total", ""): 10.0}

@@ -26,15 +26,18 @@ LogFormat = Literal["json", "text"]
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-_second = [-1, ""]
+_second: list[Any] = [-1, ""]
+_MILLISECONDS = tuple(f".{millisecond:03d}+00:00" for millisecond in range(1000))
 
 
 def timestamp(created: float) -> str:
-    """`2026-11-30T17:51:21.802+00:00`; the part up to the second made once a second."""
+    """`2026-11-30T17:51:21.802+00:00`; the part up to the second made once a second, the
+    rest looked up (a formatted f-string cost a fifth of the request log line)."""
     whole = int(created)
     if whole != _second[0]:
         _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int((created - whole) * 1000):03d}+00:00"
+    text: str = _second[1]
+    return text + _MILLISECONDS[int((created - whole) * 1000)]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -207,13 +210,13 @@ class RequestLog:
                 )
             )
             return
-        encoded = self._encoder.encode(line)
+        if self._binary is not None:
+            # One write of the whole line: the buffered writer has a lock of its own, so
+            # lines of other threads cannot come between its parts (no handler lock).
+            self._binary.write(self._encoder.encode(line) + b"\n")
+            return
         with handler.lock:  # type: ignore[union-attr]
-            if self._binary is not None:
-                self._binary.write(encoded)
-                self._binary.write(b"\n")
-            else:
-                handler.stream.write(encoded.decode() + "\n")  # type: ignore[attr-defined]
+            handler.stream.write(self._encoder.encode(line).decode() + "\n")  # type: ignore[attr-defined]
 
 
 REQUEST_LOG = RequestLog()
