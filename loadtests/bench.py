@@ -362,6 +362,9 @@ def _get_json(url: str) -> Any:
     return request_json(url)[1]
 
 
+SEEDED_EVENTS_RETENTION_HOURS = str(24 * 3650)
+
+
 def server_environment(
     database_url: str, data_dir: Path, port: int, read_url: str | None = None
 ) -> dict[str, str]:
@@ -382,6 +385,10 @@ def server_environment(
         API_TOKENS=f"bench read,write {hashlib.sha256(BENCH_TOKEN.encode()).hexdigest()}",
         MIGRATE_ON_START="false",  # the bench migrated before seeding
         CURSOR_SECRET=CURSOR_SECRET,
+        # The seeded rows, and so their events, are up to three years old: with the default
+        # retention the service's first pruning round would delete ~200,000 events while
+        # the bench measures. Kept as long as allowed.
+        EVENTS_RETENTION_HOURS=SEEDED_EVENTS_RETENTION_HOURS,
     )
     return environment
 
@@ -510,10 +517,8 @@ def start_servers(
     config: Config,
     database_url: str,
     targets: tuple[str, ...],
-    extra_environment: Mapping[str, str] | None = None,
 ) -> dict[str, Server]:
-    """Every target, started and ready; the pooled one behind a PgBouncer of its own;
-    `extra_environment` on top of each one's environment."""
+    """Every target, started and ready; the pooled one behind a PgBouncer of its own."""
     urls = dict.fromkeys(targets, database_url)
     if "pooled" in urls:
         urls["pooled"] = stack.enter_context(pgbouncer_in_front(database_url))
@@ -522,8 +527,7 @@ def start_servers(
             running(
                 target,
                 COMMANDS[target],
-                target_environment(target, urls[target], config.data_dir, config.ports[target])
-                | dict(extra_environment or {}),
+                target_environment(target, urls[target], config.data_dir, config.ports[target]),
                 config.ports[target],
             )
         )

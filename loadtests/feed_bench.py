@@ -74,10 +74,6 @@ MIN_CAPTURE_RATIO = 0.85  # create_post and patch_post req/s with capture over w
 MIN_BACKLOG_EVENTS_PER_SECOND = 20_000.0  # one follower, limit=1000, directly
 MAX_DELAY_P99_MS = 100.0  # commit to delivery at about 500 writes/s, directly
 
-# The seeded rows are up to three years old, and so are their events (an event's age is
-# its row's updated_at): with the default retention (7 days) the service's first pruning
-# round would delete nearly all of the backlog. The bench keeps them, as long as allowed.
-KEEP_HOURS = str(24 * 3650)
 BACKLOG_LIMIT = 1000
 FOLLOW_WAIT_SECONDS = 30
 FOLLOW_LIMIT = 1000
@@ -586,9 +582,8 @@ def feed_bench(config: FeedConfig) -> int:
     with ExitStack() as stack:
         database_url = stack.enter_context(bench.seeded_database(base))
         set_capture(database_url, True)  # whatever an interrupted run left
-        servers = bench.start_servers(
-            stack, base, database_url, config.targets, {"EVENTS_RETENTION_HOURS": KEEP_HOURS}
-        )
+        # The seeded events are kept (bench.server_environment's retention).
+        servers = bench.start_servers(stack, base, database_url, config.targets)
         service = servers["service"]
         bounds = asyncio.run(bench.data_set_bounds(database_url))
         wrk_env = bench.DataSet(*bounds, deep_cursors=[]).wrk_environment()

@@ -69,8 +69,10 @@ LOADTEST_TOKEN=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(3
 export LOADTEST_TOKEN
 token_digest=$(printf %s "$LOADTEST_TOKEN" | sha256sum | cut -d' ' -f1)
 : >"$service_log"
+# The seeded rows' events are up to three years old: kept (the longest retention allowed),
+# or the service's first pruning round would delete ~200,000 of them during the run.
 API_TOKENS="loadtest read,write $token_digest" HOST=$ADDRESS PORT=$PORT LOG_LEVEL=INFO \
-    start_service "$service_log" "http://$ADDRESS:$PORT"
+    EVENTS_RETENTION_HOURS=87600 start_service "$service_log" "http://$ADDRESS:$PORT"
 
 echo "== locust: $USERS users ($CLASSES) for ${RUN_SECONDS} s in $PROCESSES process(es)"
 # In the background and waited for, so that a signal to this script is handled at once
