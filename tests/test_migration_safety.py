@@ -183,8 +183,10 @@ async def test_a_run_killed_halfway_does_not_block_the_next(make_database, tmp_p
     try:
         deadline = time.monotonic() + 30
         while not await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name LIKE 'posts-service migrate%' AND query LIKE '%pg_sleep%'"
+            # This database's only: a killed run of another test may still be sleeping in
+            # its own database (its server process finishes the statement first).
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'posts-service migrate%' AND query LIKE '%pg_sleep%'"
         ):
             assert time.monotonic() < deadline, "the slow step never started"
             await asyncio.sleep(0.05)
