@@ -140,6 +140,17 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def kill_family(pid: int, name: str) -> None:
+    """SIGKILL a process and all its descendants, and wait until they are gone."""
+    with suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+        for process in family:
+            with suppress(psutil.NoSuchProcess):
+                process.kill()
+        wait_for(lambda: all(process_gone(p.pid) for p in family), f"{name} to die", 10)
+
+
 def in_thread(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion in a fresh event loop on a thread of its own, so a
     caller inside a running loop (an async test) can wait for it too."""
@@ -263,15 +274,8 @@ class Server:
     def kill(self) -> None:
         """Last resort of a clean-up: SIGKILL the postmaster and every process of it."""
         pid = self.pid()
-        if pid is None:
-            return
-        with suppress(psutil.NoSuchProcess):
-            postmaster = psutil.Process(pid)
-            family = [postmaster, *postmaster.children(recursive=True)]
-            for process in family:
-                with suppress(psutil.NoSuchProcess):
-                    process.kill()
-            wait_for(lambda: all(process_gone(p.pid) for p in family), f"{self} to die", 10)
+        if pid is not None:
+            kill_family(pid, str(self))
 
     def log_tail(self, lines: int = 30) -> str:
         try:

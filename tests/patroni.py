@@ -38,13 +38,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 
 from tests.clusters import (
     POSTGRES_BIN_PATH,
     give_to_run_as_user,
     in_thread,
+    kill_family,
     process_gone,
     run_as_user,
     temporary_folder,
@@ -85,17 +85,6 @@ def require_patroni() -> None:
     if os.environ.get("REQUIRE_PATRONI") == "1":
         pytest.fail(f"REQUIRE_PATRONI=1 but {message}")
     pytest.skip(message)
-
-
-def _kill_family(pid: int) -> None:
-    """SIGKILL a process and all its descendants, and wait until they are gone."""
-    with suppress(psutil.NoSuchProcess):
-        root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
-        for process in family:
-            with suppress(psutil.NoSuchProcess):
-                process.kill()
-        wait_for(lambda: all(process_gone(p.pid) for p in family), f"{pid} to die", 10)
 
 
 def _listening(port: int) -> bool:
@@ -269,9 +258,9 @@ class Node:
     def kill(self) -> None:
         """Clean-up: SIGKILL Patroni and every PostgreSQL process of this node."""
         if self.process is not None and self.process.poll() is None:
-            _kill_family(self.process.pid)
+            kill_family(self.process.pid, str(self))
         if (pid := self.postmaster_pid()) is not None:
-            _kill_family(pid)
+            kill_family(pid, str(pid))
 
     def log_tail(self, lines: int = 30) -> str:
         try:
