@@ -183,10 +183,13 @@ async def test_a_run_killed_halfway_does_not_block_the_next(make_database, tmp_p
     try:
         deadline = time.monotonic() + 30
         while not await db.fetchval(
-            # This database's only: a killed run of another test may still be sleeping in
-            # its own database (its server process finishes the statement first).
+            # This database's only (a killed run of another test may still be sleeping in its
+            # own database: its server process finishes the statement first), and never this
+            # session, whose own query names pg_sleep too (and, behind PgBouncer, whose server
+            # connection may still carry the migrate run's application_name).
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name LIKE 'posts-service migrate%' AND query LIKE '%pg_sleep%'"
+            " AND pid <> pg_backend_pid() AND application_name LIKE 'posts-service migrate%'"
+            " AND query LIKE 'SELECT pg_sleep(3)%'"
         ):
             assert time.monotonic() < deadline, "the slow step never started"
             await asyncio.sleep(0.05)
