@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from loadtests import bench, feed_bench, seed
+from loadtests import bench, seed
 from service.database import migrations
 from tests.conftest import database_url, make_database, server_url
 from tests.server import free_port
@@ -33,6 +33,6 @@ def feed_service(
     port = free_port()
     environment = bench.target_environment(
         "service", feed_database, tmp_path_factory.mktemp("feed-service"), port
-    ) | {"EVENTS_RETENTION_HOURS": feed_bench.KEEP_HOURS}
+    )
     with bench.running("test-feed-service", bench.COMMANDS["service"], environment, port) as server:
         yield server
