@@ -27,7 +27,7 @@ from service.base.settings import Settings, from_env
 from service.database import pool as database
 from service.database.statements import page_newest_first, update_by_id
 from service.http.concurrency import Versioned, stored, written
-from service.http.feed_positions import behind_horizon
+from service.http.feed_positions import split_head
 from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
 from service.http.validation import MAX_ID
 from service.posts.models import Post, PostCreate, PostPage, PostPatch
@@ -188,7 +188,7 @@ class Baseline:
         statement = page_newest_first("posts", PAGE_COLUMNS, filters)
         arguments = () if author_id is None else (author_id,)
         async with self._connection() as connection:
-            _, rows = behind_horizon(
+            _, rows = split_head(
                 await connection.fetch(statement, before_id, limit + 1, *arguments)
             )
             # Only an empty page needs to tell "no posts" from "no such user", as the

@@ -71,8 +71,8 @@ def behind_horizon(page: str) -> str:
     `service.http.feed_positions`); one row with
     NULL page columns when the page is empty. pypika has no LATERAL; the page is a statement
     of its own, so this is text around text, never a value. A nested loop over the one
-    horizon row yields the page's rows in the order of its index scan
-    (sql/users/list_page.sql is the same shape, written out)."""
+    horizon row yields the page's rows in the order of its index scan. Every list page is
+    read so: the posts' pages built here, the users' pages from their SQL files."""
     # Statement text around statement text: no value goes in.
     return (
         "SELECT head.position, head.seq, page.* "  # noqa: S608

@@ -1,7 +1,7 @@
 """Positions in the change feed as callers see them: the `Events-Cursor` of every list page
 and the `after` of `GET /events`, signed cursors bound to the feed's database.
 
-A list page is read together with the feed's head (`behind_horizon`): the newest event
+A list page is read together with the feed's head (`split_head`): the newest event
 below the horizon of the page's own snapshot. Every transaction with an id below that
 horizon had ended when the snapshot was taken, so its change is in the page; every change
 the page does not show comes from a transaction whose events stand at or above the
@@ -36,7 +36,7 @@ class FeedIdentity:
         return self._value
 
 
-def behind_horizon(rows: Sequence[Any]) -> tuple[FeedPosition, Sequence[Any]]:
+def split_head(rows: Sequence[Any]) -> tuple[FeedPosition, Sequence[Any]]:
     """A page read with the feed's head (`service.database.statements.behind_horizon`): the
     feed position it gives, and the page's rows (each still starting with the head's two
     columns). The one row of an empty page has NULL columns after the head."""
@@ -45,7 +45,7 @@ def behind_horizon(rows: Sequence[Any]) -> tuple[FeedPosition, Sequence[Any]]:
 
 
 async def events_cursor(
-    session: Session, identity: FeedIdentity, cursors: CursorCodec, horizon: FeedPosition
+    session: Session, identity: FeedIdentity, cursors: CursorCodec, head: FeedPosition
 ) -> dict[str, str]:
-    """The `Events-Cursor` header of a list page read behind `horizon`."""
-    return {EVENTS_CURSOR: cursors.encode_position(await identity.of(session), horizon)}
+    """The `Events-Cursor` header of a list page that read the feed's `head`."""
+    return {EVENTS_CURSOR: cursors.encode_position(await identity.of(session), head)}

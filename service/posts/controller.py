@@ -41,14 +41,14 @@ async def _page(
     """A page, with the Events-Cursor read by its snapshot."""
     cursors: CursorCodec = state.cursors
     before_id = MAX_ID if cursor is None else cursors.decode("posts", cursor)
-    horizon, rows = await queries.list_posts(
+    head, rows = await queries.list_posts(
         session, before_id=before_id, count=limit + 1, author_id=author_id, published=published
     )
     items, last_id = split_page(rows, limit, lambda item: item.id)
     next_cursor = None if last_id is None else cursors.encode("posts", last_id)
     return Response(
         PostPage(items=list(items), next_cursor=next_cursor),
-        headers=await events_cursor(session, state.feed_identity, cursors, horizon),
+        headers=await events_cursor(session, state.feed_identity, cursors, head),
     )
 
 

@@ -7,7 +7,7 @@ from service.database.routing import Session
 from service.database.sql import load_queries
 from service.database.statements import page_newest_first, update_row
 from service.http.concurrency import Versioned, stored, written
-from service.http.feed_positions import behind_horizon
+from service.http.feed_positions import split_head
 from service.http.pagination import FeedPosition
 from service.posts.models import Post, PostCreate
 
@@ -41,10 +41,8 @@ async def list_posts(
     filters = {"author_id": author_id, "published": published}
     present = {column: value for column, value in filters.items() if value is not None}
     statement = page_newest_first("posts", _PAGE_COLUMNS, tuple(present))
-    horizon, page = behind_horizon(
-        await session.fetch(statement, before_id, count, *present.values())
-    )
-    return horizon, [Post(*row[2:]) for row in page]
+    head, page = split_head(await session.fetch(statement, before_id, count, *present.values()))
+    return head, [Post(*row[2:]) for row in page]
 
 
 async def update_post(

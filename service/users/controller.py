@@ -65,14 +65,14 @@ class UserController(Controller):
         if email is not None:
             email = query_email(email)
         session = session_of(request)
-        horizon, rows = await queries.list_users(
+        head, rows = await queries.list_users(
             session, after_id=after_id, count=limit + 1, email=email
         )
         items, last_id = split_page(rows, limit, lambda user: user.id)
         next_cursor = None if last_id is None else state.cursors.encode("users", last_id)
         return Response(
             UserPage(items=list(items), next_cursor=next_cursor),
-            headers=await events_cursor(session, state.feed_identity, state.cursors, horizon),
+            headers=await events_cursor(session, state.feed_identity, state.cursors, head),
         )
 
     @get(

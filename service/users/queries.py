@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from service.database.routing import Session
 from service.database.sql import load_queries
-from service.database.statements import update_row
+from service.database.statements import behind_horizon, update_row
 from service.http.concurrency import Versioned, stored, written
-from service.http.feed_positions import behind_horizon
+from service.http.feed_positions import split_head
 from service.http.pagination import FeedPosition
 from service.users.models import User, UserCreate
 
 SQL = load_queries("users")
+# List pages return the feed's head first (their Events-Cursor), as every list page does.
+_LIST_PAGE = behind_horizon(SQL["list_page"])
+_LIST_PAGE_BY_EMAIL = behind_horizon(SQL["list_page_by_email"])
 COLUMNS = ("id", "email", "name", "created_at", "updated_at", "version")
 
 
@@ -32,11 +35,11 @@ async def list_users(
 ) -> tuple[FeedPosition, list[User]]:
     """A page, and the feed position taken by the same snapshot (its Events-Cursor)."""
     if email is None:
-        rows = await session.fetch(SQL["list_page"], after_id, count)
+        rows = await session.fetch(_LIST_PAGE, after_id, count)
     else:
-        rows = await session.fetch(SQL["list_page_by_email"], email, after_id, count)
-    horizon, page = behind_horizon(rows)
-    return horizon, [User(*row[2:-1]) for row in page]
+        rows = await session.fetch(_LIST_PAGE_BY_EMAIL, email, after_id, count)
+    head, page = split_head(rows)
+    return head, [User(*row[2:-1]) for row in page]
 
 
 async def update_user(
