@@ -60,10 +60,7 @@ class Watcher:
                 return
             deadline = time.monotonic() + seconds
             while self.head <= position and (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._moved.wait()
-                except TimeoutError:
+                if not await _set_within(self._moved, remaining):
                     return
         finally:
             self.waiting -= 1
@@ -74,11 +71,7 @@ class Watcher:
         while True:
             if self.waiting == 0:
                 self._someone_waits.clear()
-                try:
-                    async with asyncio.timeout(SAMPLE_SECONDS):
-                        await self._someone_waits.wait()
-                except TimeoutError:
-                    pass
+                await _set_within(self._someone_waits, SAMPLE_SECONDS)
             try:
                 await self._look()
             except Exception as error:  # the database is away: the waiters time out
@@ -101,6 +94,16 @@ class Watcher:
                 age = 0.0 if held_since is None else time.time() - held_since.timestamp()
                 FEED_UNDELIVERED_AGE_SECONDS.set(max(age, 0.0))
                 self._sampled_at = time.monotonic()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether `event` is set within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 @asynccontextmanager
