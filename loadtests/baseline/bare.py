@@ -7,10 +7,13 @@ else: no routing tables, dependency injection, DTOs, middleware or metrics. The 
 requests/s divided by this one's is what the framework and the service's own extras cost.
 
 It answers only what the benchmark sends, correctly, and every other request with a small
-problem body; it is not a second implementation of the contract.
+problem body; it is not a second implementation of the contract. The change feed's page
+is read with the service's own reader (`service.feed.reader`) and cursor codec, the feed's
+id read once at start; no long poll.
 
     GET /health/ready            GET /posts?limit=&cursor=      GET /users/{id}/posts
     GET /posts/{id}              PATCH /posts/{id}              POST /posts
+    GET /events?after=&limit=&types=
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ import msgspec
 from service.base.settings import Settings, from_env
 from service.database import pool as database
 from service.database.statements import page_newest_first, update_by_id
+from service.feed import reader
+from service.feed.controller import DEFAULT_EVENT_LIMIT, EventLimit
+from service.feed.models import EventPage
 from service.http.concurrency import Versioned, stored, written
+from service.http.errors import InvalidInput
 from service.http.feed_positions import split_head
 from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
 from service.http.validation import MAX_ID
@@ -75,11 +82,20 @@ def _path_id(text: str) -> int:
     return int(text)
 
 
-def _limit(query: dict[str, list[str]]) -> int:
-    raw = query.get("limit", [str(DEFAULT_LIMIT)])[-1]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise HTTPError(400, "limit must be 1 to 200")
+def _limit(query: dict[str, list[str]], default: int = DEFAULT_LIMIT, most: int = MAX_LIMIT) -> int:
+    raw = query.get("limit", [str(default)])[-1]
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise HTTPError(400, f"limit must be 1 to {most}")
     return int(raw)
+
+
+def _resources(query: dict[str, list[str]]) -> tuple[str, ...]:
+    types = query.get("types", [None])[-1]
+    if types is None:
+        return reader.RESOURCES
+    if types not in ("users", "posts", "users,posts", "posts,users"):
+        raise HTTPError(400, "types must be a subset of users,posts")
+    return tuple(types.split(","))
 
 
 class Baseline:
@@ -89,6 +105,7 @@ class Baseline:
         self.settings = settings
         self.cursors = CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))
         self.pool: database.Pool | None = None
+        self.feed_id = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -105,6 +122,8 @@ class Baseline:
             if message["type"] == "lifespan.startup":
                 assert self.settings.database_url is not None
                 self.pool = await database.open_pool(self.settings, self.settings.database_url)
+                async with self._connection() as connection:
+                    self.feed_id = str(await connection.fetchval(reader.SQL["feed_id"]))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.pool is not None:
@@ -118,7 +137,7 @@ class Baseline:
         except HTTPError as error:
             problem = {"type": "about:blank", "status": error.status, "detail": str(error)}
             return Answer(error.status, encode(problem), PROBLEM)
-        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        except (msgspec.ValidationError, msgspec.DecodeError, InvalidInput) as error:
             problem = {"type": "about:blank", "status": 400, "detail": str(error)}
             return Answer(400, encode(problem), PROBLEM)
         except asyncpg.ForeignKeyViolationError:
@@ -143,6 +162,8 @@ class Baseline:
                 return await self.list_posts(query, author_id=None)
             case "GET", ["users", user_id, "posts"]:
                 return await self.list_posts(query, author_id=_path_id(user_id))
+            case "GET", ["events"]:
+                return await self.list_events(query)
             case "GET", ["health", "ready"]:
                 async with self._connection() as connection:
                     await connection.fetchval("SELECT 1")
@@ -202,6 +223,20 @@ class Baseline:
         items, last_id = split_page([Post(*row[2:]) for row in rows], limit, lambda post: post.id)
         next_cursor = None if last_id is None else self.cursors.encode("posts", last_id)
         return Answer(200, encode(PostPage(items=list(items), next_cursor=next_cursor)))
+
+    async def list_events(self, query: dict[str, list[str]]) -> Answer:
+        after = query.get("after", [None])[-1]
+        limit = _limit(query, int(DEFAULT_EVENT_LIMIT), EventLimit.maximum)
+        resources = _resources(query)
+        position = (
+            reader.START if after is None else self.cursors.decode_position(self.feed_id, after)
+        )
+        async with self._connection() as connection:
+            page = await reader.read(connection, position, limit, resources)
+        if after is not None and page.gone(position):
+            raise HTTPError(410, "This cursor is older than the oldest event kept")
+        next_cursor = self.cursors.encode_position(self.feed_id, page.next)
+        return Answer(200, encode(EventPage(items=page.events, next_cursor=next_cursor)))
 
 
 async def _body(receive: Receive) -> bytes:

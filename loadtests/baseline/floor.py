@@ -15,9 +15,15 @@ The service's requests/s divided by this app's is what those layers cost on top 
 framework; this app's divided by the bare baseline's (`loadtests.baseline.bare`) is what
 Litestar costs on top of no framework at all.
 
+The change feed's page reads the feed as the service does: `service.feed.reader` (the
+statements of `sql/events/`), the service's cursor codec for `after` and `next_cursor`,
+the feed's id read once at start (the service reads it at its first need and keeps it),
+a 410 past retention; no long poll (`wait`: the service's watcher is one of its layers).
+
     GET /health/ready      GET /posts/{id}      PATCH /posts/{id}      POST /posts
     GET /posts?limit=&cursor=&author_id=&published=
     GET /users/{id}/posts?limit=&cursor=&published=
+    GET /events?after=&limit=&types=
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from typing import Annotated
 import asyncpg
 from litestar import Litestar, MediaType, Request, Response, get, patch, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
 
 from service.base.settings import Settings, from_env
 from service.database import pool as database
+from service.feed import reader
+from service.feed.controller import DEFAULT_EVENT_LIMIT, EventLimit
+from service.feed.models import EventPage
 from service.http.concurrency import Versioned
 from service.http.errors import InvalidInput
 from service.http.pagination import DEFAULT_LIMIT, MAX_LIMIT, CursorCodec, cursor_key, split_page
@@ -45,6 +54,9 @@ from service.users.queries import user_exists
 RowId = Annotated[int, Parameter(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Parameter(max_length=200)]
+EventsLimit = Annotated[int, Parameter(ge=EventLimit.minimum, le=EventLimit.maximum)]
+After = Annotated[str | None, Parameter(max_length=300)]
+Types = Annotated[str | None, Parameter(pattern="^(users|posts|users,posts|posts,users)$")]
 
 
 def _answer(stored: Versioned[Post] | None, *, created: bool = False) -> Response[Post]:
@@ -121,6 +133,26 @@ async def list_user_posts(
     return await _page(state, limit, cursor, user_id, published)
 
 
+@get("/events")
+async def list_events(
+    state: State,
+    after: After = None,
+    limit: EventsLimit = int(DEFAULT_EVENT_LIMIT),
+    types: Types = None,
+) -> EventPage:
+    codec: CursorCodec = state.cursors
+    feed_id: str = state.feed_id
+    position = reader.START if after is None else codec.decode_position(feed_id, after)
+    resources = reader.RESOURCES if types is None else tuple(types.split(","))
+    async with state.pool.acquire() as connection:
+        page = await reader.read(connection, position, limit, resources)
+    if after is not None and page.gone(position):
+        raise HTTPException(
+            status_code=410, detail="This cursor is older than the oldest event kept"
+        )
+    return EventPage(items=page.events, next_cursor=codec.encode_position(feed_id, page.next))
+
+
 @get("/health/ready")
 async def ready(state: State) -> dict[str, str]:
     async with state.pool.acquire() as connection:
@@ -147,12 +179,22 @@ def create_app(settings: Settings) -> Litestar:
     async def pool_lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.pool = await database.open_pool(settings, database_url)
         try:
+            async with app.state.pool.acquire() as connection:
+                app.state.feed_id = str(await connection.fetchval(reader.SQL["feed_id"]))
             yield
         finally:
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[get_post, create_post, patch_post, list_posts, list_user_posts, ready],
+        route_handlers=[
+            get_post,
+            create_post,
+            patch_post,
+            list_posts,
+            list_user_posts,
+            list_events,
+            ready,
+        ],
         lifespan=[pool_lifespan],
         state=State(
             {"cursors": CursorCodec(cursor_key(settings.cursor_secret, settings.data_dir))}
