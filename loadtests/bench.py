@@ -76,7 +76,15 @@ BENCH_TOKEN = "bench-token-not-for-production"
 
 C = TypeVar("C")  # a bench's configuration
 
-SCENARIOS = ("get_post", "user_posts", "list_deep", "create_post", "patch_post", "mixed")
+SCENARIOS = (
+    "get_post",
+    "user_posts",
+    "list_deep",
+    "events",
+    "create_post",
+    "patch_post",
+    "mixed",
+)
 TARGETS = ("service", "pooled", "floor", "bare")
 DEFAULT_TARGETS = ("service", "floor", "bare")
 LABELS = {
@@ -116,6 +124,14 @@ HTTP_TIMEOUT_SECONDS = 10.0
 DEEP_WALK_PAGES = 250
 DEEP_CURSORS_KEPT = 20
 DEEP_WALK_TIMEOUT_SECONDS = 120.0
+# The feed's backlog page (issue 22): GET /events?limit=100&after=… Feed cursors are signed
+# and bound to the database, so the driver walks the feed once from the oldest event kept,
+# in pages of 1,000 (at most 250 of them: 250,000 events, the whole backlog at SEED_SCALE=1),
+# and keeps cursors spread evenly over what it walked, each followed by a full page.
+EVENTS_PAGE = 100
+EVENTS_WALK_LIMIT = 1000
+EVENTS_WALK_PAGES = 250
+EVENTS_CURSORS_KEPT = 20
 
 
 class BenchError(Exception):
@@ -462,11 +478,13 @@ async def data_set_bounds(database_url: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class DataSet:
-    """What the load scripts draw from: ids 1..max, and real cursors deep in the listing."""
+    """What the load scripts draw from: ids 1..max, real cursors deep in the listing, and
+    real feed cursors spread over the feed's backlog."""
 
     max_user_id: int
     max_post_id: int
     deep_cursors: list[str]
+    event_cursors: list[str] = field(default_factory=list)
 
     def wrk_environment(self, consistency_token: str | None = None) -> dict[str, str]:
         """wrk's environment; with `consistency_token`, every request sends it (wrk/common.lua)."""
@@ -476,6 +494,7 @@ class DataSet:
             BENCH_MAX_POST_ID=str(self.max_post_id),
             BENCH_TOKEN=BENCH_TOKEN,
             BENCH_DEEP_CURSORS=",".join(self.deep_cursors),
+            BENCH_EVENT_CURSORS=",".join(self.event_cursors),
         )
         environment.pop("BENCH_CONSISTENCY_TOKEN", None)
         if consistency_token is not None:
@@ -537,7 +556,7 @@ def start_servers(
 
 def read_data_set(database_url: str, server: Server) -> DataSet:
     max_user_id, max_post_id = asyncio.run(data_set_bounds(database_url))
-    return DataSet(max_user_id, max_post_id, _deep_cursors(server))
+    return DataSet(max_user_id, max_post_id, _deep_cursors(server), event_cursors(server))
 
 
 def _deep_cursors(server: Server) -> list[str]:
@@ -558,18 +577,89 @@ def _deep_cursors(server: Server) -> list[str]:
     return cursors[-DEEP_CURSORS_KEPT:]
 
 
+def events_path(cursor: str) -> str:
+    """The events scenario's request (wrk/events.lua): a backlog page after `cursor`."""
+    return f"/events?limit={EVENTS_PAGE}&after={cursor}"
+
+
+FeedPage = Callable[[str | None, int], tuple[int, str]]
+"""A page of the feed after a cursor (None: from the oldest event kept) of at most `limit`
+events: how many it holds, and its next_cursor."""
+
+
+def event_cursors(server: Server) -> list[str]:
+    """`walk_feed` over HTTP: GET /events of `server` (the cursors it signs)."""
+
+    def page(after: str | None, limit: int) -> tuple[int, str]:
+        query = f"limit={limit}" if after is None else f"limit={limit}&after={after}"
+        body = _get_json(f"{server.base_url}/events?{query}")
+        return len(body["items"]), body["next_cursor"]
+
+    return walk_feed(page)
+
+
+def walk_feed(
+    page: FeedPage,
+    walk_limit: int = EVENTS_WALK_LIMIT,
+    kept: int = EVENTS_CURSORS_KEPT,
+    pages: int = EVENTS_WALK_PAGES,
+) -> list[str]:
+    """Walk the feed from the oldest event kept, `walk_limit` events a page, once (at most
+    `pages` pages), and keep `kept` of the cursors given, spread evenly over the walk,
+    each followed by at least a full page of EVENTS_PAGE events; asked again, each gives
+    one (else BenchError). Empty when the feed has no such backlog."""
+    deadline = time.monotonic() + DEEP_WALK_TIMEOUT_SECONDS
+    cursors: list[str] = []  # the next_cursor of each full page
+    sizes: list[int] = []  # how many events each page held
+    after: str | None = None
+    for _ in range(pages):
+        if time.monotonic() > deadline:
+            raise BenchError(f"walking the feed took over {DEEP_WALK_TIMEOUT_SECONDS} s")
+        count, after = page(after, walk_limit)
+        sizes.append(count)
+        if count < walk_limit:
+            break  # the end of the feed
+        cursors.append(after)
+    # The page walked after cursors[i] is sizes[i + 1]: the events that follow it, at least
+    # (the last cursor of a walk cut short by `pages` has none walked: left out).
+    followed = zip(cursors, sizes[1:], strict=False)
+    chosen = spread([cursor for cursor, size in followed if size >= EVENTS_PAGE], kept)
+    for cursor in chosen:
+        if (count := page(cursor, EVENTS_PAGE)[0]) != EVENTS_PAGE:
+            raise BenchError(f"a walked feed cursor gives {count} events, not {EVENTS_PAGE}")
+    return chosen
+
+
+def spread(items: list[str], kept: int) -> list[str]:
+    """`kept` of `items` spread evenly from the first to the last (all, when fewer)."""
+    if len(items) <= kept:
+        return items
+    return [items[round(k * (len(items) - 1) / (kept - 1))] for k in range(kept)]
+
+
+# What a page of the feed carries besides its body, whoever answers it: the service answers
+# neither on GET /events today; a baseline must not answer differently.
+FEED_HEADERS = ("events-cursor", "link")
+
+
 def compare_answers(servers: dict[str, Server], data: DataSet) -> list[str]:
-    """Every server must give the same bodies for the same reads, or they do different work."""
-    paths = [
-        "/posts/1",
-        f"/users/{data.max_user_id}/posts",
-        f"/posts?limit=50&cursor={data.deep_cursors[0]}",
+    """Every server must give the same bodies for the same reads, or they do different work;
+    for a page of the feed, the same FEED_HEADERS too."""
+    paths: list[tuple[str, tuple[str, ...]]] = [
+        ("/posts/1", ()),
+        (f"/users/{data.max_user_id}/posts", ()),
+        (f"/posts?limit=50&cursor={data.deep_cursors[0]}", ()),
     ]
+    if data.event_cursors:
+        paths.append((events_path(data.event_cursors[-1]), FEED_HEADERS))
     differences = []
-    for path in paths:
-        bodies = {name: _get_json(server.base_url + path) for name, server in servers.items()}
-        first, *others = bodies
-        if differing := [name for name in others if bodies[name] != bodies[first]]:
+    for path, headers in paths:
+        answers = {}
+        for name, server in servers.items():
+            answer_headers, body = request_json(server.base_url + path)
+            answers[name] = (body, [answer_headers.get(header) for header in headers])
+        first, *others = answers
+        if differing := [name for name in others if answers[name] != answers[first]]:
             differences.append(f"{path}: {', '.join(differing)} differ from {first}")
     return differences
 
@@ -776,12 +866,18 @@ def bench(config: Config) -> int:
         database_url = stack.enter_context(seeded_database(config))
         servers = start_servers(stack, config, database_url, config.targets)
         data = read_data_set(database_url, next(iter(servers.values())))
+        if "events" in config.scenarios and not data.event_cursors:
+            raise BenchError(
+                f"the feed has no backlog of {EVENTS_PAGE} events after a walked cursor: "
+                "seed it (BENCH_SEED=1)"
+            )
         if len(servers) > 1 and (differences := compare_answers(servers, data)):
             print(f"WARNING: the servers answer differently: {'; '.join(differences)}")
         wrk_env = data.wrk_environment()
         print(
             f"data set: users 1..{data.max_user_id:,}, posts 1..{data.max_post_id:,}; "
-            f"{len(data.deep_cursors)} deep cursors; {config.rounds} rounds x {config.seconds} s"
+            f"{len(data.deep_cursors)} deep cursors, {len(data.event_cursors)} feed cursors; "
+            f"{config.rounds} rounds x {config.seconds} s"
             f" x {len(config.scenarios)} scenarios x {len(servers)} servers "
             f"({', '.join(servers)})",
             flush=True,

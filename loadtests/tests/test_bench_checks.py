@@ -91,3 +91,57 @@ def test_knobs() -> None:
     ):
         with pytest.raises(SettingsError):
             Config.from_env(bad)
+
+
+def feed_of(events: int) -> tuple[bench.FeedPage, list[tuple[str | None, int]]]:
+    """A feed of `events` events whose cursors are positions, and the pages asked of it."""
+    asked: list[tuple[str | None, int]] = []
+
+    def page(after: str | None, limit: int) -> tuple[int, str]:
+        asked.append((after, limit))
+        start = 0 if after is None else int(after)
+        count = max(0, min(limit, events - start))
+        return count, str(start + count)
+
+    return page, asked
+
+
+def test_the_feed_is_walked_once_and_its_cursors_spread_over_it() -> None:
+    page, asked = feed_of(25_050)
+    cursors = bench.walk_feed(page, walk_limit=1000, kept=5)
+    # 25 full pages; after the 25th cursor only 50 events: it is left out.
+    assert cursors == ["1000", "7000", "13000", "18000", "24000"]
+    walk = [after for after, limit in asked if limit == 1000]
+    assert walk == [None, *(str(n * 1000) for n in range(1, 26))]
+    # Each cursor kept is asked once more, for the bench's page: a full one.
+    assert [after for after, limit in asked if limit == bench.EVENTS_PAGE] == cursors
+
+
+def test_a_feed_without_a_backlog_gives_no_cursor_and_a_short_walk_all_it_has() -> None:
+    assert bench.walk_feed(feed_of(999)[0], walk_limit=1000) == []
+    assert bench.walk_feed(feed_of(1099)[0], walk_limit=1000) == []  # 99 after the cursor
+    assert bench.walk_feed(feed_of(1100)[0], walk_limit=1000) == ["1000"]
+    assert bench.walk_feed(feed_of(3500)[0], walk_limit=1000, kept=20) == ["1000", "2000", "3000"]
+
+
+def test_a_walk_cut_short_keeps_only_cursors_it_saw_followed() -> None:
+    page, asked = feed_of(1_000_000)
+    assert bench.walk_feed(page, walk_limit=1000, kept=3, pages=10) == ["1000", "5000", "9000"]
+    assert len([after for after, limit in asked if limit == 1000]) == 10
+
+
+def test_a_cursor_that_no_longer_gives_a_full_page_stops_the_bench() -> None:
+    page, _ = feed_of(5000)
+
+    def pruned_meanwhile(after: str | None, limit: int) -> tuple[int, str]:
+        count, cursor = page(after, limit)
+        return (count - 1 if limit == bench.EVENTS_PAGE else count), cursor
+
+    with pytest.raises(bench.BenchError, match="gives 99 events"):
+        bench.walk_feed(pruned_meanwhile, walk_limit=1000)
+
+
+def test_every_scenario_has_its_wrk_script() -> None:
+    assert "events" in bench.SCENARIOS
+    for scenario in bench.SCENARIOS:
+        assert (bench.WRK_DIR / f"{scenario}.lua").is_file(), scenario

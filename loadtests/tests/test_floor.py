@@ -1,4 +1,5 @@
-"""The Litestar floor and the bare baseline answer as the service does, over real HTTP."""
+"""The Litestar floor and the bare baseline answer as the service does, over real HTTP, on
+a database seeded as the bench's (smaller: FEED_DATA_SET), its feed's backlog included."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ AUTH = {"Authorization": f"Bearer {bench.BENCH_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def servers(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    feed_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, bench.Server]]:
     data_dir = tmp_path_factory.mktemp("bench-data")
     with ExitStack() as stack:
@@ -26,7 +27,7 @@ def servers(
                 bench.running(
                     f"test-{target}",
                     bench.COMMANDS[target],
-                    bench.target_environment(target, database_url, Path(data_dir), port),
+                    bench.target_environment(target, feed_database, Path(data_dir), port),
                     port,
                 )
             )
@@ -47,14 +48,43 @@ def author_with_posts(servers: dict[str, bench.Server]) -> int:
 
 
 def test_the_reads_of_the_bench_answer_the_same_bodies(
+    servers: dict[str, bench.Server], feed_database: str, author_with_posts: int
+) -> None:
+    data = bench.read_data_set(feed_database, servers["service"])
+    # The seed's 2,100 events and the author's 4, walked in pages of 1,000: the cursors
+    # after the first two pages are followed by a full page of 100.
+    assert len(data.deep_cursors) > 1
+    assert len(data.event_cursors) == 2
+    assert bench.compare_answers(servers, data) == []
+
+
+def test_every_server_answers_the_same_backlog_pages_of_the_feed(
     servers: dict[str, bench.Server], author_with_posts: int
 ) -> None:
-    with httpx.Client(base_url=servers["service"].base_url, headers=AUTH) as client:
-        first = client.get("/posts?limit=1").json()
-    cursor = first["next_cursor"]
-    assert cursor is not None
-    data = bench.DataSet(author_with_posts, first["items"][0]["id"], [cursor])
-    assert bench.compare_answers(servers, data) == []
+    cursors = bench.event_cursors(servers["service"])
+    for cursor in cursors:
+        answers = {}
+        for target, server in servers.items():
+            with httpx.Client(base_url=server.base_url, headers=AUTH) as client:
+                answer = client.get(bench.events_path(cursor))
+            assert answer.status_code == 200, (target, answer.text)
+            assert answer.headers["content-type"] == "application/json", target
+            # The service answers neither header on a page of the feed; nor may a baseline.
+            assert [answer.headers.get(name) for name in bench.FEED_HEADERS] == [None, None]
+            answers[target] = answer.json()
+        assert len(answers["service"]["items"]) == bench.EVENTS_PAGE
+        assert answers["floor"] == answers["bare"] == answers["service"]
+
+
+def test_a_feed_cursor_the_service_did_not_issue_is_a_400_everywhere(
+    servers: dict[str, bench.Server],
+) -> None:
+    cursor = bench.event_cursors(servers["service"])[0]
+    forged = cursor[:-2] + ("AA" if cursor[-2:] != "AA" else "BB")
+    for target, server in servers.items():
+        with httpx.Client(base_url=server.base_url, headers=AUTH) as client:
+            assert client.get(bench.events_path(forged)).status_code == 400, target
+            assert client.get("/events?limit=1001").status_code == 400, target
 
 
 def test_every_server_creates_and_patches_with_the_same_headers(
