@@ -15,9 +15,15 @@ one by one from the outside (`app.asgi_handler` unwrapped), so that each layer's
 the difference between two lines: the request observer (request id, metrics, request
 log), the request limits, the token gate. What is left is Litestar, the handlers, the
 database session and asyncpg. Scenarios, as `make bench` sends them: GET /posts/{id},
-GET /users/{id}/posts (the first page of 50), POST /posts, PATCH /posts/{id} (a merge
-patch of title and published, no If-Match). Writes fire PostgreSQL's row triggers (the
-change feed) outside this process: callgrind does not count them, on either side.
+GET /users/{id}/posts (the first page of 50), GET /posts?cursor=… (list_deep: a page of 50
+about 50,000 posts deep), GET /events?limit=100&after=… (events: a backlog page of the
+change feed), POST /posts, PATCH /posts/{id} (a merge patch of title and published, no
+If-Match). The two cursor scenarios take real signed cursors, made before counting, outside
+valgrind, on the seeded database (`cursors`): the deep ones the bench's walk of the listing
+is given (the same ids, signed with the bench's key), the feed's from a walk of the feed
+with the service's reader, as the bench walks it over HTTP. Writes fire PostgreSQL's row
+triggers (the change feed) outside this process: callgrind does not count them, on either
+side.
 
 Under the table, issue 22's targets: the service at most 1.10x the floor, and the three
 layers together (the service less the line without all three) at most 15k instructions,
@@ -42,14 +48,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import asyncpg
 
 from loadtests import bench
 from service.base.settings import SettingsError
+from service.feed import reader
+from service.http.pagination import CursorCodec, cursor_key
 
 CALLERS = 32
 WARM_UP_PER_CALLER = 3
-SCENARIOS = ("get_post", "user_posts", "create_post", "patch_post")
+SCENARIOS = ("get_post", "user_posts", "list_deep", "events", "create_post", "patch_post")
 MAX_RATIO = 1.10
 """Issue 22: the service's instructions per request at most this times the floor's."""
 MAX_LAYERS = 15_000
@@ -66,6 +76,64 @@ POST_BODY = b'{"author_id": 17, "title": "A title of some length", "body": "' + 
 PATCH_BODY = b'{"title": "A new title of some length", "published": true}'
 MAX_USER_ID, MAX_POST_ID = 10_000, 200_000
 """The seed's ids at SEED_SCALE=1 (what the requests spread over)."""
+DEEP_PAGE = 200
+"""The page of the bench's walk of the listing (`bench._deep_cursors`)."""
+# The last post id of each page of 200 of the bench's walk, newest first: what the next
+# cursor of each page carries.
+WALKED_PAGE_ENDS = """
+SELECT id FROM (
+    SELECT id, row_number() OVER (ORDER BY id DESC) AS walked
+    FROM posts ORDER BY id DESC LIMIT $1
+) AS page_ends
+WHERE walked % $2 = 0 AND walked < (SELECT count(*) FROM posts)
+ORDER BY id DESC
+"""
+
+
+class Cursors(NamedTuple):
+    """Real signed cursors for the scenarios that take one, passed to the counted process
+    in the variables wrk reads them from."""
+
+    deep: list[str]
+    events: list[str]
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "BENCH_DEEP_CURSORS": ",".join(self.deep),
+            "BENCH_EVENT_CURSORS": ",".join(self.events),
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Cursors:
+        def listed(name: str) -> list[str]:
+            return [cursor for cursor in environ.get(name, "").split(",") if cursor]
+
+        return cls(listed("BENCH_DEEP_CURSORS"), listed("BENCH_EVENT_CURSORS"))
+
+
+def cursors(database_url: str) -> Cursors:
+    """The cursors the bench's walks are given on this database, signed with the bench's
+    key: the listing's last DEEP_CURSORS_KEPT of DEEP_WALK_PAGES pages of 200, and the
+    feed's, walked with the service's reader (`bench.walk_feed`)."""
+    codec = CursorCodec(cursor_key(bench.CURSOR_SECRET, ""))
+    with asyncio.Runner() as runner:
+        connection = runner.run(asyncpg.connect(database_url))
+        try:
+            feed_id = str(runner.run(connection.fetchval(reader.SQL["feed_id"])))
+
+            def page(after: str | None, limit: int) -> tuple[int, str]:
+                position = reader.START if after is None else codec.decode_position(feed_id, after)
+                read = runner.run(reader.read(connection, position, limit))
+                return len(read.events), codec.encode_position(feed_id, read.next)
+
+            events = bench.walk_feed(page)
+            ends = runner.run(
+                connection.fetch(WALKED_PAGE_ENDS, bench.DEEP_WALK_PAGES * DEEP_PAGE, DEEP_PAGE)
+            )
+        finally:
+            runner.run(connection.close())
+    deep = [codec.encode("posts", row["id"]) for row in ends][-bench.DEEP_CURSORS_KEPT :]
+    return Cursors(deep, events)
 
 
 @dataclass(frozen=True)
@@ -95,7 +163,8 @@ class Config:
         return CONFIGURATIONS if self.layers else CONFIGURATIONS[:2]
 
 
-def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+def _scope(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    path, _, query = target.partition("?")
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -104,7 +173,7 @@ def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[s
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "client": ("127.0.0.1", 50000),
         "server": (bench.ADDRESS, 8101),
@@ -123,7 +192,9 @@ def _with_body(method: str, path: str, body: bytes) -> dict[str, Any]:
     return _scope(method, path, [(b"content-length", str(len(body)).encode())])
 
 
-def _request(app: Any, scenario: str, number: int) -> Callable[[], Awaitable[None]]:
+def _request(
+    app: Any, scenario: str, number: int, cursors: Cursors
+) -> Callable[[], Awaitable[None]]:
     """One request of `scenario` to `app` over ASGI, failing unless it succeeds."""
     post_id = 1 + number * 7919 % MAX_POST_ID
     body, expected = b"", 200
@@ -131,6 +202,10 @@ def _request(app: Any, scenario: str, number: int) -> Callable[[], Awaitable[Non
         scope = _scope("GET", f"/posts/{post_id}", [])
     elif scenario == "user_posts":
         scope = _scope("GET", f"/users/{1 + number * 7919 % MAX_USER_ID}/posts", [])
+    elif scenario == "list_deep":
+        scope = _scope("GET", f"/posts?limit=50&cursor={_pick(cursors.deep, number)}", [])
+    elif scenario == "events":
+        scope = _scope("GET", bench.events_path(_pick(cursors.events, number)), [])
     elif scenario == "create_post":
         scope = _with_body("POST", "/posts", POST_BODY)
         body, expected = POST_BODY, 201
@@ -151,6 +226,10 @@ def _request(app: Any, scenario: str, number: int) -> Callable[[], Awaitable[Non
     return call
 
 
+def _pick(cursors: list[str], number: int) -> str:
+    return cursors[number * 7919 % len(cursors)]
+
+
 def drive(target: str, scenario: str, peel: int, requests: int) -> None:
     """In the process valgrind watches: build the app and send it `requests` requests."""
     import uvloop
@@ -164,6 +243,7 @@ def drive(target: str, scenario: str, peel: int, requests: int) -> None:
     # than the default 2 s for one of the pool's connections (a 503). The timer is armed
     # only for a request that waits, whatever its length.
     os.environ["DB_ACQUIRE_TIMEOUT"] = "60"
+    cursors = Cursors.from_env(os.environ)
     settings = from_env()
     configure_logging(settings.log_level, settings.log_format)
     if target == "floor":
@@ -178,7 +258,7 @@ def drive(target: str, scenario: str, peel: int, requests: int) -> None:
 
     async def caller(first: int, count: int) -> None:
         for number in range(first, first + count):
-            await _request(app, scenario, number)()
+            await _request(app, scenario, number, cursors)()
 
     async def run() -> None:
         async with app.lifespan():
@@ -191,7 +271,9 @@ def drive(target: str, scenario: str, peel: int, requests: int) -> None:
     uvloop.run(run())
 
 
-def _instructions(database_url: str, target: str, scenario: str, peel: int, count: int) -> int:
+def _instructions(
+    database_url: str, cursors: Cursors, target: str, scenario: str, peel: int, count: int
+) -> int:
     """callgrind's total of one `drive` run."""
     with tempfile.TemporaryDirectory(prefix="posts-callgrind-") as folder:
         out = Path(folder) / "callgrind.out"
@@ -210,7 +292,7 @@ def _instructions(database_url: str, target: str, scenario: str, peel: int, coun
                 str(count),
             ],
             cwd=bench.ROOT,
-            env=dict(os.environ, DATABASE_URL=database_url),
+            env=dict(os.environ, DATABASE_URL=database_url) | cursors.environment(),
             capture_output=True,
             text=True,
             check=False,
@@ -233,10 +315,13 @@ def measure(config: Config) -> int:
     per_request: dict[tuple[str, str], float] = {}
     configurations, scenarios = config.configurations, config.scenarios
     with bench.seeded_database(config.bench) as database_url:
+        walked = cursors(database_url)
+        if "events" in scenarios and not walked.events:
+            raise bench.BenchError("the feed has no backlog: seed it (BENCH_SEED=1)")
         for label, target, peel in configurations:
             for scenario in scenarios:
                 totals = [
-                    _instructions(database_url, target, scenario, peel, count)
+                    _instructions(database_url, walked, target, scenario, peel, count)
                     for count in (few, many)
                 ]
                 per_request[label, scenario] = (totals[1] - totals[0]) / (many - few)

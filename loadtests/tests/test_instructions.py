@@ -1,11 +1,26 @@
 """The knobs and the target lines of `make instructions` (its counts come from valgrind,
-too slow for CI)."""
+too slow for CI), and its cursor scenarios run in process without valgrind on a seeded
+database: the cursors are the bench's, and every request of them is answered."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from loadtests.instructions import CALLERS, CONFIGURATIONS, SCENARIOS, Config, target_lines
+from loadtests import bench
+from loadtests.instructions import (
+    CALLERS,
+    CONFIGURATIONS,
+    SCENARIOS,
+    Config,
+    Cursors,
+    cursors,
+    target_lines,
+)
 from service.base.settings import SettingsError
 
 
@@ -19,14 +34,22 @@ def test_requests_are_a_multiple_of_the_callers() -> None:
 
 def test_scenarios_and_layers_can_be_narrowed() -> None:
     config = Config.from_env({})
-    assert config.scenarios == SCENARIOS == ("get_post", "user_posts", "create_post", "patch_post")
+    assert config.scenarios == SCENARIOS
+    assert SCENARIOS == (
+        "get_post",
+        "user_posts",
+        "list_deep",
+        "events",
+        "create_post",
+        "patch_post",
+    )
     assert config.configurations == CONFIGURATIONS
     narrow = Config.from_env(
         {"INSTRUCTIONS_SCENARIOS": "patch_post,get_post", "INSTRUCTIONS_LAYERS": "0"}
     )
     assert narrow.scenarios == ("get_post", "patch_post")
     assert [label for label, _, _ in narrow.configurations] == ["Litestar floor", "service"]
-    for name, bad in (("INSTRUCTIONS_SCENARIOS", "list_deep"), ("INSTRUCTIONS_LAYERS", "2")):
+    for name, bad in (("INSTRUCTIONS_SCENARIOS", "mixed"), ("INSTRUCTIONS_LAYERS", "2")):
         with pytest.raises(SettingsError):
             Config.from_env({name: bad})
 
@@ -46,3 +69,34 @@ def test_the_targets_are_checked_on_every_scenario() -> None:
     assert layers.startswith("observer + limits + token gate at most 15k: met")
     assert "get_post 13.0k" in layers
     assert "patch_post 11.0k" in layers
+
+
+def test_the_cursors_are_those_the_benchs_walks_are_given(
+    feed_database: str, feed_service: bench.Server
+) -> None:
+    made = cursors(feed_database)
+    assert made.deep == bench._deep_cursors(feed_service)
+    assert made.events == bench.event_cursors(feed_service)
+    assert (len(made.deep), len(made.events)) == (9, 2)  # 2,000 posts, 2,100 events
+    assert Cursors.from_env(made.environment()) == made
+
+
+@pytest.mark.parametrize("target", ["floor", "service"])
+def test_the_cursor_scenarios_are_answered_in_process(
+    feed_database: str, target: str, tmp_path: Path
+) -> None:
+    environment = os.environ | cursors(feed_database).environment()
+    environment |= {"DATABASE_URL": feed_database, "BENCH_DATA_DIR": str(tmp_path)}
+    for scenario in ("list_deep", "events"):
+        # What valgrind runs; `drive` fails on any answer but a 200.
+        command = ["-m", "loadtests.instructions", "drive", target, scenario, "0", str(CALLERS)]
+        completed = subprocess.run(
+            [sys.executable, *command],
+            cwd=bench.ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert completed.returncode == 0, (scenario, completed.stderr[-2000:])
