@@ -1,16 +1,17 @@
 """Instructions per request of the service's own ASGI layers alone, over a trivial app.
 
 `make instructions` counts whole requests (Litestar, asyncpg, the database); this counts
-only the request observer, the request limits and the token gate, each alone or all
-three, in front of an ASGI app that answers at once (reading the body of a POST), with no
-database: quick to repeat while tuning a layer. Each request runs in its own task, as
+only the edge layer (`service.edge.layer`: request id, limits, token gate, metrics, log
+line), in front of an ASGI app that answers at once (reading the body of a POST), with no
+database: quick to repeat while tuning it. Each request runs in its own task, as
 under uvicorn. Log lines go to the service's buffered stderr handler (`LOG_LEVEL`, INFO).
 
     python -m loadtests.layer_instructions [LAYER[-post] ...]
 
-LAYER is none, observer, limits, gate or all (default: every one, GET and POST). Each is
-run under `valgrind --tool=callgrind` with 500 and 1,500 requests; the difference divided
-by 1,000 is one request. A layer's cost is its line less the line of `none`.
+LAYER is none (the app alone), edge, or edge_no_gate (auth disabled); default: every one,
+GET and POST. `LOG_LEVEL=WARNING` leaves the request log line out. Each is run under
+`valgrind --tool=callgrind` with 500 and 1,500 requests; the difference divided by 1,000
+is one request. A layer's cost is its line less the line of `none`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-LAYERS = ("none", "observer", "limits", "gate", "all")
+LAYERS = ("none", "edge", "edge_no_gate")
 TOKEN = "layer-token"
 FEW, MANY = 500, 1500
 
@@ -34,8 +35,7 @@ def drive(which: str, count: int) -> None:
 
     from service.base.logs import configure_logging
     from service.edge.auth import TokenGate, digest, parse_tokens
-    from service.edge.limits import RequestLimits
-    from service.edge.observer import RequestObserver
+    from service.edge.layer import Edge
 
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"), "json")
     tokens = parse_tokens(f"layers read,write {digest(TOKEN).hex()}", "layers")
@@ -48,17 +48,9 @@ def drive(which: str, count: int) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    def gate(app: Any) -> Any:
-        return TokenGate(app, tokens, open_prefixes=("/health/",))
-
     layer, _, post = which.partition("-")
-    app = {
-        "none": answer,
-        "observer": RequestObserver(answer),
-        "limits": RequestLimits(answer),
-        "gate": gate(answer),
-        "all": RequestObserver(RequestLimits(gate(answer))),
-    }[layer]
+    gate = TokenGate(tokens, open_prefixes=("/health/",))
+    app = {"none": answer, "edge": Edge(answer, gate), "edge_no_gate": Edge(answer, None)}[layer]
     method = "POST" if post else "GET"
     headers = [
         (b"host", b"127.0.0.1:8101"),

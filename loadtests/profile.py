@@ -127,9 +127,10 @@ RULES: tuple[Rule, ...] = (
     Rule(OWN, Bucket.LITESTAR_ROUTING, file=r"^litestar/"),
     Rule(OWN, Bucket.TOKEN_GATE, file=OURS, function=r"^TokenGate\b"),
     Rule(OWN, Bucket.TOKEN_GATE, file=r"^service/(.+/)?(auth|tokens?)(/|\.py)"),
-    Rule(OWN, Bucket.LIMITS, file=OURS, function=r"^RequestLimits\b"),
+    Rule(OWN, Bucket.LIMITS, file=OURS, function=r"^(refusal|body_in_time|_Watchdog)\b"),
     Rule(OWN, Bucket.LIMITS, file=r"^service/(.+/)?limits(/|\.py)"),
-    Rule(OWN, Bucket.OBSERVER, file=OURS, function=r"^RequestObserver\b"),
+    # The edge layer's own frame: the request id, the in-flight count, the response's id.
+    Rule(OWN, Bucket.OBSERVER, file=OURS, function=r"^(Edge|log_request|new_request_id)\b"),
     Rule(OWN, Bucket.OBSERVER, file=r"^service/(.+/)?(observability|observer)(/|\.py)"),
     # Helpers the ASGI layers share (header lookup): their caller's cost. The layer that
     # closes sessions wraps all of Litestar: its own frame decides nothing.

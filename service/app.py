@@ -14,8 +14,8 @@ from service.base.logs import configure_logging, flushing_logs
 from service.base.settings import Settings, SettingsError, from_env
 from service.database import routing
 from service.edge import auth, tracing
-from service.edge.limits import RequestLimits
-from service.edge.observer import RequestObserver, in_flight_sampler
+from service.edge.layer import Edge
+from service.edge.observer import in_flight_sampler
 from service.feed import retention
 from service.feed.controller import list_events
 from service.feed.watcher import watching
@@ -83,12 +83,13 @@ def create_app(settings: Settings) -> Litestar:
     )
     openapi.complete(app, settings)
     # Outside Litestar's routing, so that every request gets its id and log line, 404s too.
-    observed = RequestObserver(
-        RequestLimits(auth.protect(closing_sessions(app.asgi_handler), settings)),
+    edge = Edge(
+        closing_sessions(app.asgi_handler),
+        auth.gate(settings),
         trace_fields=tracing.log_fields if traced else None,
     )
-    # Tracing outside them all: refused requests get a span too, and the log line its ids.
-    app.asgi_handler = traced.around(observed) if traced else observed
+    # Tracing outside it: refused requests get a span too, and the log line its ids.
+    app.asgi_handler = traced.around(edge) if traced else edge
     return app
 
 

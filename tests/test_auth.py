@@ -176,6 +176,6 @@ def test_token_command_prints_a_token_and_the_line_that_admits_it():
     (parsed,) = auth.parse_tokens(line, "test")
     assert (parsed.name, parsed.scopes) == ("billing", frozenset({"read", "write"}))
     assert token not in line
-    checker = auth.TokenGate(None, [parsed], open_prefixes=())  # type: ignore[arg-type]
+    checker = auth.TokenGate([parsed], open_prefixes=())
     assert checker.identify(f"Bearer {token}") == parsed
     assert checker.identify(f"Bearer {token}x") is None

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service.app import create_app
 from service.edge import auth, tracing
-from service.edge.observer import RequestObserver
+from service.edge.layer import Edge
 from tests.helpers import app_client, unique_email
 from tests.server import free_port, running_service
 
@@ -279,7 +279,7 @@ async def test_tracing_off_installs_nothing(settings, client, user, log_lines):
     assert tracing.configured() is None
     app = create_app(settings)
     layers = asgi_layers(app)
-    assert isinstance(layers[0], RequestObserver)
+    assert isinstance(layers[0], Edge)
     assert layers[0].trace_fields is None
     assert not any(isinstance(layer, tracing.TraceRequests) for layer in layers)
     assert not asyncpg_patched()
@@ -295,7 +295,7 @@ def test_tracing_on_puts_its_layer_outermost_and_off_again_leaves_no_trace(setti
     try:
         layers = asgi_layers(create_app(settings))
         assert isinstance(layers[0], tracing.TraceRequests)
-        assert isinstance(layers[1], RequestObserver)
+        assert isinstance(layers[1], Edge)
         assert layers[1].trace_fields is tracing.log_fields
         assert asyncpg_patched()
     finally:

@@ -19,9 +19,7 @@ START = [
 LAYERS = [
     "RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py)",
     "Litestar.__call__ (litestar/app.py)",
-    "RequestObserver.__call__ (service/observability.py)",
-    "RequestLimits.__call__ (service/limits.py)",
-    "TokenGate.__call__ (service/auth.py)",
+    "Edge.__call__ (service/edge/layer.py)",
     "ASGIRouter.__call__ (litestar/_asgi/asgi_router.py)",
     "HTTPRoute._call_handler_function (litestar/routes/http.py)",
 ]
@@ -65,8 +63,9 @@ def test_our_layers_own_only_their_own_lines() -> None:
         classify([*top, "uuid4 (uuid.py)", "os_urandom (libpython3.11.so.1.0)"])[0]
         == Bucket.OBSERVER
     )
-    assert classify([*START, *LAYERS[:4]])[0] == Bucket.LIMITS
-    assert classify([*START, *LAYERS[:5], "digest (service/auth.py)"])[0] == Bucket.TOKEN_GATE
+    assert classify([*top, "refusal (service/edge/limits.py)"])[0] == Bucket.LIMITS
+    gate = ["TokenGate.refusal (service/edge/auth.py)", "digest (service/edge/auth.py)"]
+    assert classify([*top, *gate])[0] == Bucket.TOKEN_GATE
 
 
 def test_whole_rules_claim_what_they_call() -> None:
@@ -103,9 +102,10 @@ def test_the_rules_survive_modules_moving_into_sub_packages() -> None:
     assert bucket("RequestLog.write (service/observability/logs.py)") == Bucket.REQUEST_LOG
     assert bucket("emit (service/observability/logs.py)") == Bucket.REQUEST_LOG
     assert bucket("observe (service/observability/metrics.py)") == Bucket.METRICS
-    assert bucket("TokenGate.__call__ (service/security/gate.py)") == Bucket.TOKEN_GATE
+    assert bucket("TokenGate.refusal (service/security/gate.py)") == Bucket.TOKEN_GATE
     assert bucket("check (service/security/tokens.py)") == Bucket.TOKEN_GATE
-    assert bucket("RequestLimits.__call__ (service/edge/guards.py)") == Bucket.LIMITS
+    assert bucket("refusal (service/edge/guards.py)") == Bucket.LIMITS
+    assert bucket("Edge.__call__ (service/front.py)") == Bucket.OBSERVER
     assert bucket("session_of (service/http/sessions.py)") == Bucket.DEPENDENCY
 
 

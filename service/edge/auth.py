@@ -20,16 +20,15 @@ import secrets
 from pathlib import Path
 
 import msgspec
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import HTTPScope
 
-from service.base.scope import CALLER_STATE_KEY, raw_header
+from service.base.scope import CALLER_STATE_KEY
 from service.base.settings import Settings, SettingsError
-from service.http.errors import send_problem
+from service.http.errors import Refusal
 
 SCOPES: frozenset[str] = frozenset({"read", "write"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CHALLENGE = [(b"www-authenticate", b'Bearer realm="posts-service"')]
+CHALLENGE = ((b"www-authenticate", b'Bearer realm="posts-service"'),)
 NO_TOKENS = (
     "no API tokens are configured (API_TOKENS_FILE or API_TOKENS); "
     "set AUTH_DISABLED=1 to serve without authentication"
@@ -91,15 +90,14 @@ def load_tokens(settings: Settings) -> list[Token]:
 
 
 class TokenGate:
-    """ASGI middleware in front of the app: 401 without a known token, 403 without the
-    scope. In front of routing, not a Litestar guard: a guard costs a copy of the route
-    handler per request, about a tenth of a request's time here. So an unknown path
+    """Who may call: a 401 without a known token, a 403 without the scope. Applied by the
+    edge layer in front of routing, not as a Litestar guard: a guard costs a copy of the
+    route handler per request, about a tenth of a request's time here. So an unknown path
     without a token is a 401 too, which tells a stranger nothing about the routes."""
 
     ACCEPTED_KEPT = 64
 
-    def __init__(self, app: ASGIApp, tokens: list[Token], *, open_prefixes: tuple[str, ...]):
-        self.app = app
+    def __init__(self, tokens: list[Token], *, open_prefixes: tuple[str, ...]):
         self.tokens = tokens
         self.open_prefixes = open_prefixes
         # Authorization values already accepted, so that a caller's token is hashed and
@@ -116,27 +114,25 @@ class TokenGate:
                 found = token
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["path"].startswith(self.open_prefixes):
-            await self.app(scope, receive, send)
-            return
-        authorization = raw_header(scope, b"authorization")
+    def refusal(self, scope: HTTPScope, authorization: bytes | None) -> Refusal | None:
+        """The 401 or 403 of a request (its `Authorization` header as sent), or None with
+        the caller's name left in the scope's state."""
+        if scope["path"].startswith(self.open_prefixes):
+            return None
         token = self._accepted.get(authorization) if authorization is not None else None
         if token is None:
             token = self.identify(authorization.decode("latin-1") if authorization else None)
-            if token is not None and authorization is not None:
+            if token is None:
+                return Refusal(401, "A valid bearer token is required", CHALLENGE)
+            if authorization is not None:
                 if len(self._accepted) >= self.ACCEPTED_KEPT:
                     self._accepted.clear()
                 self._accepted[authorization] = token
-        if token is None:
-            await send_problem(send, 401, "A valid bearer token is required", CHALLENGE)
-            return
         needed = "read" if scope["method"] in READ_METHODS else "write"
         if needed not in token.scopes:
-            await send_problem(send, 403, f"The token {token.name!r} lacks the {needed!r} scope")
-            return
+            return Refusal(403, f"The token {token.name!r} lacks the {needed!r} scope")
         scope["state"][CALLER_STATE_KEY] = token.name
-        await self.app(scope, receive, send)
+        return None
 
 
 def open_prefixes(settings: Settings) -> tuple[str, ...]:
@@ -150,14 +146,14 @@ def open_prefixes(settings: Settings) -> tuple[str, ...]:
     return prefixes
 
 
-def protect(app: ASGIApp, settings: Settings) -> ASGIApp:
-    """`app` behind the token gate; `app` itself when auth is disabled."""
+def gate(settings: Settings) -> TokenGate | None:
+    """The token gate of `settings`; None when auth is disabled."""
     if settings.auth_disabled:
-        return app
+        return None
     tokens = load_tokens(settings)
     if not tokens:
         raise SettingsError(NO_TOKENS)
-    return TokenGate(app, tokens, open_prefixes=open_prefixes(settings))
+    return TokenGate(tokens, open_prefixes=open_prefixes(settings))
 
 
 def new_token(name: str, scopes: list[str]) -> tuple[str, str]:

@@ -4,7 +4,7 @@ Body size (1 MiB, 413) is Litestar's `request_max_body_size`; page size and stri
 lengths are the models' rules; statement time is PostgreSQL's `statement_timeout`; idle
 keep-alive connections and concurrency are uvicorn's (see `service.__main__`). This
 module adds what none of them bounds: the query string (414), the header section (431),
-and a body that trickles in too slowly (408).
+and a body that trickles in too slowly (408). `service.edge.layer` applies them.
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 from itertools import chain
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import Receive, ReceiveMessage, Scope
 
-from service.http.errors import SlowBody, send_problem
+from service.http.errors import Refusal, SlowBody
 
 MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 BODY_TIMEOUT_SECONDS = 10.0
-_BODILESS = frozenset({"GET", "HEAD"})
 
 
 class _Watchdog:
@@ -79,57 +77,43 @@ def _watchdog() -> _Watchdog:
     return watchdog
 
 
-class RequestLimits:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def refusal(scope: Scope) -> Refusal | None:
+    """The 414 or 431 of a request over the limits, before anything else reads it."""
+    if len(scope["query_string"]) > MAX_QUERY_BYTES:
+        return Refusal(414, f"The query string is longer than {MAX_QUERY_BYTES} bytes")
+    headers = scope["headers"]
+    if not isinstance(headers, list):  # any iterable, says ASGI; servers send a list
+        headers = list(headers)
+    if len(headers) > MAX_HEADERS or sum(map(len, chain.from_iterable(headers))) > MAX_HEADER_BYTES:
+        return Refusal(431, f"Headers over {MAX_HEADERS} or {MAX_HEADER_BYTES} bytes in all")
+    return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        if len(scope["query_string"]) > MAX_QUERY_BYTES:
-            await send_problem(
-                send, 414, f"The query string is longer than {MAX_QUERY_BYTES} bytes"
-            )
-            return
-        headers = scope["headers"]
-        if not isinstance(headers, list):  # any iterable, says ASGI; servers send a list
-            headers = list(headers)
-        if (
-            len(headers) > MAX_HEADERS
-            or sum(map(len, chain.from_iterable(headers))) > MAX_HEADER_BYTES
-        ):
-            await send_problem(
-                send, 431, f"Headers over {MAX_HEADERS} or {MAX_HEADER_BYTES} bytes in all"
-            )
-            return
-        if scope["method"] in _BODILESS:
-            # No route reads the body of these, so nothing can keep one waiting: no
-            # deadline to watch, and most requests are GETs.
-            await self.app(scope, receive, send)
-            return
-        watchdog = _watchdog()
-        # One deadline for the whole body, from the request's arrival here.
-        deadline = watchdog.loop.time() + BODY_TIMEOUT_SECONDS
-        body_complete = False
 
-        async def receive_in_time() -> ReceiveMessage:
-            nonlocal body_complete
-            if body_complete:  # e.g. waiting for a disconnect: not the body's deadline
-                return await receive()
-            task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
-            watchdog.enter(task, deadline)
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if task in watchdog.expired:
-                    watchdog.expired.discard(task)
-                    if task.uncancel() == 0:  # the deadline's cancellation, nobody else's
-                        raise SlowBody from None
-                raise
-            finally:
-                watchdog.waiting.pop(task, None)
-            body_complete = message["type"] != "http.request" or not message.get("more_body")
-            return message
+def body_in_time(receive: Receive) -> Receive:
+    """`receive`, raising `SlowBody` (408) once the whole body has taken longer than
+    `BODY_TIMEOUT_SECONDS` from now, the request's arrival. For a request with a body: no
+    route reads the body of a GET or HEAD, so nothing can keep one waiting."""
+    watchdog = _watchdog()
+    deadline = watchdog.loop.time() + BODY_TIMEOUT_SECONDS
+    body_complete = False
 
-        await self.app(scope, receive_in_time, send)
+    async def receive_in_time() -> ReceiveMessage:
+        nonlocal body_complete
+        if body_complete:  # e.g. waiting for a disconnect: not the body's deadline
+            return await receive()
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]
+        watchdog.enter(task, deadline)
+        try:
+            message = await receive()
+        except asyncio.CancelledError:
+            if task in watchdog.expired:
+                watchdog.expired.discard(task)
+                if task.uncancel() == 0:  # the deadline's cancellation, nobody else's
+                    raise SlowBody from None
+            raise
+        finally:
+            watchdog.waiting.pop(task, None)
+        body_complete = message["type"] != "http.request" or not message.get("more_body")
+        return message
+
+    return receive_in_time

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -119,19 +119,26 @@ def problem(
 _encode = msgspec.json.Encoder().encode
 
 
-async def send_problem(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """Answer a problem straight over ASGI, for the layers in front of Litestar (token
-    gate, limits); the same body as `problem` gives through Litestar."""
-    body = _encode(Problem("about:blank", HTTPStatus(status).phrase, status, detail))
+class Refusal(NamedTuple):
+    """A request answered with a problem before it reaches Litestar (by the edge layer)."""
+
+    status: int
+    detail: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+async def send_problem(send: Send, refusal: Refusal) -> None:
+    """Answer a refusal straight over ASGI; the same body as `problem` gives through
+    Litestar."""
+    status = refusal.status
+    body = _encode(Problem("about:blank", HTTPStatus(status).phrase, status, refusal.detail))
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
         "headers": [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),
-            *(headers or []),
+            *refusal.headers,
         ],
     }
     await send(start)
