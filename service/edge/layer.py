@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,7 +51,9 @@ class Edge:
             return
         started = time.perf_counter()
         sent_id = authorization = None
-        for name, value in scope["headers"]:  # one pass for the two headers read here
+        header_bytes = 0
+        for name, value in scope["headers"]:  # one pass: their size, and the two read here
+            header_bytes += len(name) + len(value)
             if name == b"x-request-id":
                 if sent_id is None:
                     sent_id = value
@@ -64,16 +66,17 @@ class Edge:
         counted = method if method in in_flight else "other"
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        # Not a coroutine of its own: it hands back `send`'s, one frame fewer per message.
+        def send_with_id(message: Message) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", encoded_id)]
-            await send(message)
+            return send(message)
 
         in_flight[counted] += 1
         try:
-            refusal = limits.refusal(scope)
+            refusal = limits.refusal(scope, header_bytes)
             if refusal is None and self.gate is not None:
                 refusal = self.gate.refusal(scope, authorization)
             if refusal is not None:

@@ -151,7 +151,7 @@ def log_request(
         method,
         route,
         status,
-        round(seconds * 1000, 3),
+        int(seconds * 1_000_000 + 0.5) / 1000,  # round(seconds * 1000, 3) went through a string
         client[0] if client else None,
         scope["state"].get("caller") if "state" in scope else None,
     )
