@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
@@ -150,20 +150,19 @@ class Session:
         self._server: ServerPool | None = None
         self._lost = False
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        result: list[asyncpg.Record] = await self._run("fetch", query, args)
-        return result
+    # Not coroutines of their own: each hands back `_run`'s, one frame fewer on every
+    # statement and on every resume of it.
+    def fetch(self, query: str, *args: Any) -> Awaitable[list[asyncpg.Record]]:
+        return self._run("fetch", query, args)
 
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        result: asyncpg.Record | None = await self._run("fetchrow", query, args)
-        return result
+    def fetchrow(self, query: str, *args: Any) -> Awaitable[asyncpg.Record | None]:
+        return self._run("fetchrow", query, args)
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._run("fetchval", query, args)
+    def fetchval(self, query: str, *args: Any) -> Awaitable[Any]:
+        return self._run("fetchval", query, args)
 
-    async def execute(self, query: str, *args: Any) -> str:
-        result: str = await self._run("execute", query, args)
-        return result
+    def execute(self, query: str, *args: Any) -> Awaitable[str]:
+        return self._run("execute", query, args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:

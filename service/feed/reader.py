@@ -20,7 +20,7 @@ would be skipped (tests/test_feed_topologies.py shows it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -54,7 +54,7 @@ _TYPES: dict[tuple[str, str], EventType] = {
 class Fetcher(Protocol):
     """A request's session or a plain connection: whatever runs the statement."""
 
-    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    def fetch(self, query: str, *args: Any) -> Awaitable[list[Any]]: ...
 
 
 class FeedPage(NamedTuple):
