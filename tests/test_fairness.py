@@ -10,9 +10,12 @@ import time
 
 import httpx
 import msgspec
+from prometheus_client import REGISTRY
 
 from service.database.pool import FairGate, ServerPool
 from tests.helpers import app_client
+
+WAITS = "service_db_pool_acquire_seconds"
 
 
 async def test_released_connections_go_to_the_oldest_waiter_not_to_a_newcomer(settings):
@@ -41,6 +44,30 @@ async def test_released_connections_go_to_the_oldest_waiter_not_to_a_newcomer(se
     finally:
         await pool.close()
     assert served == [*(f"waiter-{number}" for number in range(5)), "newcomer"]
+
+
+async def test_waits_reach_their_histogram_when_the_pool_is_sampled(settings):
+    """A wait for a connection is tallied in plain numbers and published with the pool's
+    gauges (every second and at each scrape); a request that finds a free one adds none."""
+    one = msgspec.structs.replace(settings, db_pool_min=1, db_pool_max=1)
+    pool = ServerPool("waits-test", settings.database_url, one)
+    labels = {"server": "waits-test"}
+    await pool.open()
+    try:
+        held = await pool.acquire(5)
+        waiting = asyncio.create_task(pool.acquire(5))
+        await asyncio.sleep(0.05)
+        await pool.release(held)
+        await pool.release(await waiting)
+        assert REGISTRY.get_sample_value(f"{WAITS}_count", labels) == 0  # tallied, not yet out
+        pool.sample()
+        pool.sample()  # a second sample adds nothing
+    finally:
+        await pool.close()
+    assert REGISTRY.get_sample_value(f"{WAITS}_count", labels) == 1
+    assert 0.05 <= (REGISTRY.get_sample_value(f"{WAITS}_sum", labels) or 0) < 5
+    assert REGISTRY.get_sample_value(f"{WAITS}_bucket", {**labels, "le": "0.05"}) == 0
+    assert REGISTRY.get_sample_value(f"{WAITS}_bucket", {**labels, "le": "+Inf"}) == 1
 
 
 async def test_a_waiter_gives_up_at_its_deadline_and_passes_nothing_on():

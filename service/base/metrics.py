@@ -10,6 +10,8 @@ them (gauges add up across workers: `livesum`).
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -161,3 +163,47 @@ RELAY_LAG_SECONDS = Gauge(
 RELAY_LEASE_HELD = Gauge(
     "service_relay_lease_held", "1 while this relay process holds the lease and publishes"
 )
+
+
+_BOUNDS = tuple(float(bound) for bound in LATENCY_BUCKETS)
+
+
+class HistogramTally:
+    """The observations of one child of a histogram with `LATENCY_BUCKETS` (one set of
+    labels), tallied in plain numbers on a hot path and added to the child by `publish`
+    (every second and at each scrape: the request metrics with the in-flight sample, the
+    pool's with its gauges).
+
+    A child's `observe` takes a lock for each value it touches and walks the bucket bounds
+    in Python; an `inc` takes one more. The tally is a bisection in C and two additions:
+    together with the request counts, some 18k instructions a request less (`make
+    instructions`). It adds to the child's own `_sum` and `_buckets` (prometheus-client is
+    pinned, and tests/test_observability.py reads the exported buckets back). With
+    several workers (`PROMETHEUS_MULTIPROC_DIR`) a scrape reads every worker's files but
+    can publish only its own worker's tallies: there each observation is published at
+    once, as the child would.
+    """
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.total = 0.0
+        self.counts = [0] * (len(_BOUNDS) + 1)  # each bucket, then +Inf
+        self.deferred = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+    def observe(self, amount: float) -> None:
+        self.total += amount
+        self.counts[bisect_left(_BOUNDS, amount)] += 1  # amount <= bound, as observe does
+        if not self.deferred:
+            self.publish()
+
+    def publish(self) -> int:
+        """Add what was tallied since the last time to the child; how many observations."""
+        observed = sum(self.counts)
+        if observed:
+            self.child._sum.inc(self.total)
+            for index, count in enumerate(self.counts):
+                if count:
+                    self.child._buckets[index].inc(count)
+            self.total = 0.0
+            self.counts = [0] * len(self.counts)
+        return observed

@@ -50,7 +50,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from service.base.metrics import POOL_ACQUIRE_SECONDS, POOL_IDLE, POOL_IN_USE, POOL_MAX, POOL_SIZE
+from service.base.metrics import (
+    POOL_ACQUIRE_SECONDS,
+    POOL_IDLE,
+    POOL_IN_USE,
+    POOL_MAX,
+    POOL_SIZE,
+    HistogramTally,
+)
 from service.base.settings import Settings
 from service.database.sql import load_queries
 from service.database.urls import has_several_hosts, server_label, split_hosts
@@ -248,7 +255,7 @@ class ServerPool:
         self.hosts = split_hosts(dsn) if has_several_hosts(dsn) else []
         self._pool: Pool | None = None
         self._turns = FairGate(settings.db_pool_max)
-        self._acquire_seconds = POOL_ACQUIRE_SECONDS.labels(name)
+        self._acquire_seconds = HistogramTally(POOL_ACQUIRE_SECONDS.labels(name))
         self._gauges = tuple(gauge.labels(name) for gauge in (POOL_SIZE, POOL_IDLE, POOL_IN_USE))
         self._max_gauge = POOL_MAX.labels(name)
 
@@ -419,7 +426,9 @@ class ServerPool:
             await self.release(connection, lost=lost)
 
     def sample(self) -> None:
-        """The pool's gauges, now."""
+        """The pool's gauges, now, and the waits for a connection tallied since the last
+        time into their histogram."""
+        self._acquire_seconds.publish()
         if self._pool is None:
             return
         size, idle = self._pool.get_size(), self._pool.get_idle_size()

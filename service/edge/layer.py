@@ -13,7 +13,6 @@ the three cost fewer instructions a request (`make instructions`; the commit say
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -42,8 +41,6 @@ class Edge:
         self.app = app
         self.gate = gate  # None when auth is disabled
         self.trace_fields = trace_fields  # the trace and span ids, when tracing is on
-        # With several workers a scrape reads every worker's files: publish each request.
-        ROUTE_METRICS.deferred = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from litestar.types import Scope
 
@@ -24,10 +22,10 @@ from service.base.background import every
 from service.base.logs import REQUEST_LOG, RequestLine, timestamp
 from service.base.metrics import (
     IN_FLIGHT,
-    LATENCY_BUCKETS,
     REQUEST_SECONDS,
     REQUESTS,
     SERVER_ERRORS,
+    HistogramTally,
 )
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -58,63 +56,41 @@ def in_flight_sampler() -> AbstractAsyncContextManager[None]:
     return every(IN_FLIGHT_SAMPLE_SECONDS, sample)
 
 
-_BOUNDS = tuple(float(bound) for bound in LATENCY_BUCKETS)
+class _RouteTally(HistogramTally):
+    """The duration histogram of one (method, route, status), with the request count and
+    error count published beside it."""
+
+    def __init__(self, method: str, route: str, status: int) -> None:
+        labels = (method, route, str(status))
+        super().__init__(REQUEST_SECONDS.labels(*labels))
+        self.requests = REQUESTS.labels(*labels)
+        self.errors = SERVER_ERRORS.labels(*labels) if status >= 500 else None
+
+    def publish(self) -> int:
+        observed = super().publish()
+        if observed:
+            self.requests.inc(observed)
+            if self.errors is not None:
+                self.errors.inc(observed)
+        return observed
 
 
 class _RouteMetrics:
-    """The request count, duration histogram and error count of each (method, route,
-    status), tallied in plain numbers on the hot path and added to prometheus-client's
-    children by `publish` (every second and at each scrape, `sample_in_flight`).
-
-    A child's `inc` and `observe` take a lock for each value they touch, and `observe`
-    walks the bucket bounds in Python: about 18k instructions a request (`make
-    instructions`). The tally is a dictionary look-up, a bisection in C and two additions.
-    The buckets are the histogram's own (`_buckets`, `_sum` of a child: prometheus-client
-    is pinned, and tests/test_observability.py reads the exported buckets back).
-    With several workers (`PROMETHEUS_MULTIPROC_DIR`) a scrape reads every worker's
-    files, but can publish only its own worker's tallies: there each request is published
-    at once, as before.
-    """
+    """The request metrics of each (method, route, status), tallied on the hot path and
+    published every second and at each scrape (`sample_in_flight`): see `HistogramTally`."""
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
-        self._tallies: dict[tuple[str, str, int], list[float]] = {}
-        self.deferred = True  # set by the edge layer
+        self._tallies: dict[tuple[str, str, int], _RouteTally] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        tally = self._tallies.get(key)
+        tally = self._tallies.get((method, route, status))
         if tally is None:
-            tally = self._tallies[key] = self._start(key)
-        tally[0] += seconds
-        tally[1 + bisect_left(_BOUNDS, seconds)] += 1  # amount <= bound, as observe does
-        if not self.deferred:
-            self.publish()
-
-    def _start(self, key: tuple[str, str, int]) -> list[float]:
-        method, route, status = key
-        labels = (method, route, str(status))
-        self._children[key] = (
-            REQUESTS.labels(*labels),
-            REQUEST_SECONDS.labels(*labels),
-            SERVER_ERRORS.labels(*labels) if status >= 500 else None,
-        )
-        return [0.0] + [0] * (len(_BOUNDS) + 1)  # the sum, then each bucket and +Inf
+            tally = self._tallies[method, route, status] = _RouteTally(method, route, status)
+        tally.observe(seconds)
 
     def publish(self) -> None:
-        for key, tally in self._tallies.items():
-            total = sum(tally[1:])
-            if not total:
-                continue
-            count, duration, errors = self._children[key]
-            count.inc(total)
-            duration._sum.inc(tally[0])
-            for index, observed in enumerate(tally[1:]):
-                if observed:
-                    duration._buckets[index].inc(observed)
-            if errors is not None:
-                errors.inc(total)
-            tally[:] = [0.0] + [0] * (len(tally) - 1)
+        for tally in self._tallies.values():
+            tally.publish()
 
 
 ROUTE_METRICS = _RouteMetrics()
