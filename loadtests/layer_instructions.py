@@ -4,28 +4,30 @@
 only the edge layer (`service.edge.layer`: request id, limits, token gate, metrics, log
 line), in front of an ASGI app that answers at once (reading the body of a POST), with no
 database: quick to repeat while tuning it. Each request runs in its own task, as
-under uvicorn. Log lines go to the service's buffered stderr handler (`LOG_LEVEL`, INFO).
+under uvicorn. Log lines go to the service's buffered stderr handler, at INFO.
 
     python -m loadtests.layer_instructions [LAYER[-post] ...]
 
-LAYER is none (the app alone), edge, or edge_no_gate (auth disabled); default: every one,
-GET and POST. `LOG_LEVEL=WARNING` leaves the request log line out. Each is run under
+LAYER is none (the app alone), edge, or the edge without one of its parts, to count what
+that part costs (its line less the edge's): edge_no_log (`LOG_LEVEL=WARNING`: no request
+log line), edge_no_gate (auth disabled), edge_no_metrics and edge_no_id (the route
+metrics' tally and the request id's generation replaced by nothing and by a constant: the
+service has no switch for these). Default: every one, GET and POST. Each is run under
 `valgrind --tool=callgrind` with 500 and 1,500 requests; the difference divided by 1,000
-is one request. A layer's cost is its line less the line of `none`.
+is one request. The edge layer's cost is its line less the line of `none`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-LAYERS = ("none", "edge", "edge_no_gate")
+LAYERS = ("none", "edge", "edge_no_log", "edge_no_gate", "edge_no_metrics", "edge_no_id")
 TOKEN = "layer-token"
 FEW, MANY = 500, 1500
 
@@ -34,10 +36,18 @@ def drive(which: str, count: int) -> None:
     import uvloop
 
     from service.base.logs import configure_logging
+    from service.edge import layer as edge_layer
     from service.edge.auth import TokenGate, digest, parse_tokens
     from service.edge.layer import Edge
+    from service.edge.observer import ROUTE_METRICS
 
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), "json")
+    layer, _, post = which.partition("-")
+    configure_logging("WARNING" if layer == "edge_no_log" else "INFO", "json")
+    # What a part costs, by taking it out: the service has no switch for these two.
+    if layer == "edge_no_metrics":
+        ROUTE_METRICS.observe = lambda *observed: None  # type: ignore[method-assign]
+    if layer == "edge_no_id":
+        edge_layer.new_request_id = lambda sent: "0123456789abcdef0123456789abcdef"  # type: ignore[attr-defined]
     tokens = parse_tokens(f"layers read,write {digest(TOKEN).hex()}", "layers")
 
     async def answer(scope: Any, receive: Any, send: Any) -> None:
@@ -48,9 +58,10 @@ def drive(which: str, count: int) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    layer, _, post = which.partition("-")
     gate = TokenGate(tokens, open_prefixes=("/health/",))
-    app = {"none": answer, "edge": Edge(answer, gate), "edge_no_gate": Edge(answer, None)}[layer]
+    app: Any = (
+        answer if layer == "none" else Edge(answer, gate if layer != "edge_no_gate" else None)
+    )
     method = "POST" if post else "GET"
     headers = [
         (b"host", b"127.0.0.1:8101"),
