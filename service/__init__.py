@@ -5,7 +5,7 @@
   OpenAPI document, the command line);
 - `service.users`, `service.posts`, `service.operations`: the resources and the
   operator's routes;
-- `service.edge`: the ASGI layers in front of Litestar;
+- `service.edge`: what stands in front of Litestar (the edge layer, tracing);
 - `service.http`: the HTTP rules every resource shares;
 - `service.database`: everything that talks to PostgreSQL;
 - `service.base`: settings, metric and log definitions, small helpers.

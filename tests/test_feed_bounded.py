@@ -136,4 +136,8 @@ async def test_the_events_table_levels_off_under_a_steady_write_rate(settings, m
     assert set(follower_statuses) == {200}
     for user in users:
         versions = [e["version"] for e in of(followed, "user.", user["id"])]
-        assert versions == list(range(2, 2 + WRITES_PER_SECOND * SECONDS // USERS)), user
+        # From the Events-Cursor of a page read after the users were created; the feed may
+        # still stand before a creation there, when an older transaction (a pruning round,
+        # under load) held the horizon back: then version 1 comes too, which is no gap.
+        assert versions[0] in (1, 2), user
+        assert versions == list(range(versions[0], 2 + WRITES_PER_SECOND * SECONDS // USERS)), user
