@@ -99,3 +99,15 @@ function done(summary, latency, requests)
         errors.write, errors.status, errors.timeout, latency.mean,
         latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
+
+-- The paths `prefix` .. cursor for each of the comma-separated cursors in environment
+-- variable `name`: cursors are signed by the server, so the driver walks the listing once
+-- and passes the real ones it was given.
+function cursor_paths(name, prefix)
+    local paths = {}
+    for cursor in string.gmatch(os.getenv(name) or "", "[^,]+") do
+        paths[#paths + 1] = prefix .. cursor
+    end
+    assert(#paths > 0, name .. " is empty")
+    return paths
+end
