@@ -8,7 +8,7 @@ line (`service.edge.observer`). Refused requests get their id, metrics and log l
 
 One layer rather than three of their own: every ASGI layer is one more coroutine frame
 that each resume of the request passes through, and one more pass over the headers.
-Merged, the three cost 54k instructions a get_post instead of 70k (`make instructions`).
+Merged, the three cost 54k instructions a get_post instead of 65k (`make instructions`).
 What each part costs now is counted by `make instructions-layers` (docs/performance.md).
 """
 
