@@ -23,7 +23,6 @@ import sqlite3
 from typing import Any
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -76,7 +75,7 @@ async def consume(options: argparse.Namespace) -> int:
         while True:
             try:
                 messages = await subscription.fetch(options.batch, timeout=1)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py's own, or a bare asyncio one near the deadline
                 now = asyncio.get_running_loop().time()
                 if options.exit_when_idle and now - idle_since >= options.exit_when_idle:
                     break
