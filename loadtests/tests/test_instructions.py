@@ -60,7 +60,7 @@ def test_the_targets_are_checked_on_every_scenario() -> None:
     assert ratio.startswith("service / floor at most 1.10x: NOT met")
     assert "get_post 1.098x" in ratio
     assert "patch_post 1.102x" in ratio
-    assert layers.startswith("observer + limits + token gate at most 15k: met")
+    assert layers.startswith("the edge layer at most 15k: met")
     assert "get_post 13.0k" in layers
     assert "patch_post 11.0k" in layers
 
