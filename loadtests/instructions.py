@@ -14,7 +14,9 @@ required, request log and metrics on); then the service with its edge layer take
 (`app.asgi_handler` unwrapped once), so that the layer's cost (request id, limits, token
 gate, metrics, request log) is the difference between the two lines. What is left is
 Litestar, the handlers, the database session and asyncpg. `make instructions-layers`
-counts each of the edge layer's parts. Scenarios, as `make bench` sends them: GET /posts/{id},
+counts each of the edge layer's parts; `make instructions-features` (INSTRUCTIONS_FEATURES)
+counts each feature of the rest the same way, the service with that feature taken out
+(`loadtests.features`), on the scenarios that go through it. Scenarios, as `make bench` sends them: GET /posts/{id},
 GET /users/{id}/posts (the first page of 50), GET /posts?cursor=… (list_deep: a page of 50
 about 50,000 posts deep), GET /events?limit=100&after=… (events: a backlog page of the
 change feed), POST /posts, PATCH /posts/{id} (a merge patch of title and published, no
@@ -30,7 +32,8 @@ layer (the observer, limits and token gate of issue 22; the service less the lin
 it) at most 15k instructions, on each scenario.
 
 Environment: INSTRUCTIONS_REQUESTS (320; a multiple of 32), INSTRUCTIONS_SCENARIOS (all),
-INSTRUCTIONS_LAYERS (1; 0 counts only the floor and the service), BENCH_DATA_DIR
+INSTRUCTIONS_LAYERS (1; 0 counts only the floor and the service), INSTRUCTIONS_FEATURES
+(none; `all` or names of `loadtests.features.FEATURES`, comma-separated), BENCH_DATA_DIR
 (.data/bench), BENCH_SEED (1; 0 re-uses the data there), SEED_SCALE. Reports: the table
 is printed and written to loadtests/reports/instructions-<time>.txt.
 """
@@ -53,6 +56,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from loadtests import bench
+from loadtests.features import FEATURES
 from service.base.settings import SettingsError
 from service.feed import reader
 from service.http.pagination import CursorCodec, cursor_key
@@ -64,16 +68,18 @@ MAX_RATIO = 1.10
 """Issue 22: the service's instructions per request at most this times the floor's."""
 MAX_LAYERS = 15_000
 """Issue 22: the observer, the limits and the token gate together (the edge layer), per request."""
-# (label, target, layers taken off the service from the outside)
+NOTHING = "none"
+# (label, target, the feature of `loadtests.features` taken out, or NOTHING)
 CONFIGURATIONS = (
-    ("Litestar floor", "floor", 0),
-    ("service", "service", 0),
-    ("  without the edge layer", "service", 1),
+    ("Litestar floor", "floor", NOTHING),
+    ("service", "service", NOTHING),
+    ("  without the edge layer", "service", "edge"),
 )
 POST_BODY = b'{"author_id": 17, "title": "A title of some length", "body": "' + b"x" * 400 + b'"}'
 PATCH_BODY = b'{"title": "A new title of some length", "published": true}'
 MAX_USER_ID, MAX_POST_ID = 10_000, 200_000
-"""The seed's ids at SEED_SCALE=1 (what the requests spread over)."""
+"""The seed's ids at SEED_SCALE=1: what the requests spread over (fewer on a smaller seed)."""
+SPREAD = "SELECT least((SELECT max(id) FROM users), $1), least((SELECT max(id) FROM posts), $2)"
 DEEP_PAGE = 200
 """The page of the bench's walk of the listing (`bench._deep_cursors`)."""
 # The last post id of each page of 200 of the bench's walk, newest first: what the next
@@ -139,6 +145,7 @@ class Config:
     requests: int
     scenarios: tuple[str, ...]
     layers: bool
+    features: tuple[str, ...]
     bench: bench.Config
 
     @classmethod
@@ -149,16 +156,34 @@ class Config:
         layers = environ.get("INSTRUCTIONS_LAYERS", "1") or "1"
         if layers not in ("0", "1"):
             raise SettingsError(f"INSTRUCTIONS_LAYERS={layers!r}: 0 or 1")
+        features: tuple[str, ...] = ()
+        if named := environ.get("INSTRUCTIONS_FEATURES", ""):
+            features = (
+                tuple(FEATURES)
+                if named == "all"
+                else bench.comma_list(environ, "INSTRUCTIONS_FEATURES", tuple(FEATURES))
+            )
         return cls(
             requests,
             bench.comma_list(environ, "INSTRUCTIONS_SCENARIOS", SCENARIOS),
             layers == "1",
+            features,
             bench.Config.from_env(environ),
         )
 
     @property
-    def configurations(self) -> tuple[tuple[str, str, int], ...]:
-        return CONFIGURATIONS if self.layers else CONFIGURATIONS[:2]
+    def configurations(self) -> tuple[tuple[str, str, str], ...]:
+        chosen = CONFIGURATIONS if self.layers else CONFIGURATIONS[:2]
+        taken = {without for _, _, without in chosen}
+        return chosen + tuple(
+            (f"  without {name}", "service", name) for name in self.features if name not in taken
+        )
+
+    def counted(self, without: str) -> tuple[str, ...]:
+        """The scenarios counted with `without` taken out: those going through it."""
+        if without == NOTHING:
+            return self.scenarios
+        return tuple(s for s in self.scenarios if s in FEATURES[without].scenarios)
 
 
 def _scope(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
@@ -190,16 +215,23 @@ def _with_body(method: str, path: str, body: bytes) -> dict[str, Any]:
     return _scope(method, path, [(b"content-length", str(len(body)).encode())])
 
 
+class Spread(NamedTuple):
+    """The users and posts that requests name: ids 1 to these."""
+
+    users: int
+    posts: int
+
+
 def _request(
-    app: Any, scenario: str, number: int, cursors: Cursors
+    app: Any, scenario: str, number: int, cursors: Cursors, spread: Spread
 ) -> Callable[[], Awaitable[None]]:
     """One request of `scenario` to `app` over ASGI, failing unless it succeeds."""
-    post_id = 1 + number * 7919 % MAX_POST_ID
+    post_id = 1 + number * 7919 % spread.posts
     body, expected = b"", 200
     if scenario == "get_post":
         scope = _scope("GET", f"/posts/{post_id}", [])
     elif scenario == "user_posts":
-        scope = _scope("GET", f"/users/{1 + number * 7919 % MAX_USER_ID}/posts", [])
+        scope = _scope("GET", f"/users/{1 + number * 7919 % spread.users}/posts", [])
     elif scenario == "list_deep":
         scope = _scope("GET", f"/posts?limit=50&cursor={_pick(cursors.deep, number)}", [])
     elif scenario == "events":
@@ -228,7 +260,7 @@ def _pick(cursors: list[str], number: int) -> str:
     return cursors[number * 7919 % len(cursors)]
 
 
-def drive(target: str, scenario: str, peel: int, requests: int) -> None:
+def drive(target: str, scenario: str, without: str, requests: int) -> None:
     """In the process valgrind watches: build the app and send it `requests` requests."""
     import uvloop
 
@@ -249,28 +281,36 @@ def drive(target: str, scenario: str, peel: int, requests: int) -> None:
     else:
         from service.app import create_app
     app: Any = create_app(settings)
-    handler = app.asgi_handler
-    for _ in range(peel):
-        handler = handler.app
-    app.asgi_handler = handler
+    if without != NOTHING:
+        FEATURES[without].take_out(app)
 
-    async def caller(first: int, count: int) -> None:
+    async def caller(first: int, count: int, spread: Spread) -> None:
         for number in range(first, first + count):
-            await _request(app, scenario, number, cursors)()
+            await _request(app, scenario, number, cursors, spread)()
 
     async def run() -> None:
+        connection = await asyncpg.connect(os.environ["DATABASE_URL"])
+        try:
+            (row,) = await connection.fetch(SPREAD, MAX_USER_ID, MAX_POST_ID)
+            spread = Spread(*row)
+        finally:
+            await connection.close()
         async with app.lifespan():
-            await asyncio.gather(*(caller(k * 10_000, WARM_UP_PER_CALLER) for k in range(CALLERS)))
+            await asyncio.gather(
+                *(caller(k * 10_000, WARM_UP_PER_CALLER, spread) for k in range(CALLERS))
+            )
             gc.collect()
             gc.freeze()  # as app_from_env does after start-up
             per_caller = requests // CALLERS
-            await asyncio.gather(*(caller(k * 10_000 + 100, per_caller) for k in range(CALLERS)))
+            await asyncio.gather(
+                *(caller(k * 10_000 + 100, per_caller, spread) for k in range(CALLERS))
+            )
 
     uvloop.run(run())
 
 
 def _instructions(
-    database_url: str, cursors: Cursors, target: str, scenario: str, peel: int, count: int
+    database_url: str, cursors: Cursors, target: str, scenario: str, without: str, count: int
 ) -> int:
     """callgrind's total of one `drive` run."""
     with tempfile.TemporaryDirectory(prefix="posts-callgrind-") as folder:
@@ -286,7 +326,7 @@ def _instructions(
                 "drive",
                 target,
                 scenario,
-                str(peel),
+                without,
                 str(count),
             ],
             cwd=bench.ROOT,
@@ -297,7 +337,7 @@ def _instructions(
         )
         if completed.returncode != 0:
             raise bench.BenchError(
-                f"{target} {scenario} (peel {peel}) failed:\n{completed.stderr[-2000:]}"
+                f"{target} {scenario} (without {without}) failed:\n{completed.stderr[-2000:]}"
             )
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
@@ -316,10 +356,10 @@ def measure(config: Config) -> int:
         walked = cursors(database_url)
         if "events" in scenarios and not walked.events:
             raise bench.BenchError("the feed has no backlog: seed it (BENCH_SEED=1)")
-        for label, target, peel in configurations:
-            for scenario in scenarios:
+        for label, target, without in configurations:
+            for scenario in config.counted(without):
                 totals = [
-                    _instructions(database_url, walked, target, scenario, peel, count)
+                    _instructions(database_url, walked, target, scenario, without, count)
                     for count in (few, many)
                 ]
                 per_request[label, scenario] = (totals[1] - totals[0]) / (many - few)
@@ -331,9 +371,28 @@ def measure(config: Config) -> int:
         f"{'configuration':<{width}} " + " ".join(f"{s:>12}" for s in scenarios),
     ]
     for label, _, _ in configurations:
-        cells = " ".join(f"{per_request[label, s] / 1000:>11,.0f}k" for s in scenarios)
-        lines.append(f"{label:<{width}} {cells}")
+        lines.append(f"{label:<{width}} {_cells(per_request, label, scenarios, 1.0)}")
     lines += ["", *target_lines(per_request, configurations, scenarios)]
+    features = [(label, without) for label, _, without in configurations[2:]]
+    if features:
+        lines += [
+            "",
+            "what each feature costs: the service less the service without it "
+            "(thousands; `loadtests.features`)",
+            f"{'feature':<{width}} " + " ".join(f"{s:>12}" for s in scenarios),
+        ]
+        service = configurations[1][0]
+        costs = {
+            (without, s): per_request[service, s] - per_request[label, s]
+            for label, without in features
+            for s in scenarios
+            if (label, s) in per_request
+        }
+        lines += [
+            f"{without:<{width}} {_cells(costs, without, scenarios, 0.1)}"
+            for _, without in features
+        ]
+        lines += [f"  {without}: {FEATURES[without].what}" for _, without in features]
     text = "\n".join(lines)
     print(text)
     bench.REPORTS.mkdir(parents=True, exist_ok=True)
@@ -343,9 +402,20 @@ def measure(config: Config) -> int:
     return 0
 
 
+def _cells(
+    counts: Mapping[tuple[str, str], float], row: str, scenarios: tuple[str, ...], unit: float
+) -> str:
+    """One row of a table in thousands (to `unit`), a dash where the row was not counted."""
+    decimals = 0 if unit >= 1 else 1
+    return " ".join(
+        f"{counts[row, s] / 1000:>11,.{decimals}f}k" if (row, s) in counts else f"{'-':>12}"
+        for s in scenarios
+    )
+
+
 def target_lines(
     per_request: Mapping[tuple[str, str], float],
-    configurations: tuple[tuple[str, str, int], ...],
+    configurations: tuple[tuple[str, str, str], ...],
     scenarios: tuple[str, ...],
 ) -> list[str]:
     """Issue 22's targets, met or not, one line each."""
@@ -358,8 +428,9 @@ def target_lines(
         + ", ".join(f"{s} {ratios[s]:.3f}x" for s in scenarios)
         + ")"
     ]
-    if len(configurations) == len(CONFIGURATIONS):
-        bare = configurations[-1][0]
+    for bare, _, without in configurations:
+        if without != "edge":
+            continue
         layers = {s: per_request[service, s] - per_request[bare, s] for s in scenarios}
         lines.append(
             f"the edge layer at most {MAX_LAYERS // 1000}k: "
@@ -373,8 +444,8 @@ def target_lines(
 
 def main() -> int:
     if sys.argv[1:2] == ["drive"]:
-        target, scenario, peel, count = sys.argv[2:6]
-        drive(target, scenario, int(peel), int(count))
+        target, scenario, without, count = sys.argv[2:6]
+        drive(target, scenario, without, int(count))
         return 0
     return bench.run_main(Config.from_env, measure)
 

@@ -9,7 +9,7 @@ LOADTEST_STAMP := $(VENV)/.loadtest-stamp
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: seed loadtest bench bench-pooler bench-replica bench-feed profile instructions \
-	instructions-layers loadtest-check loadtest-install wrk-install pgbouncer-install
+	instructions-layers instructions-features loadtest-check loadtest-install wrk-install pgbouncer-install
 
 # Locust and its dependencies, pinned in loadtests/requirements.txt, on top of `install`.
 $(LOADTEST_STAMP): loadtests/requirements.txt | install
@@ -79,6 +79,14 @@ loadtest-check: loadtest-install
 instructions: loadtest-install
 	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
 	$(BIN)/python -m loadtests.instructions
+
+## What each of the service's features costs, counted like `make instructions`: the service
+## with one feature taken out at a time (loadtests/features.py), on the scenarios it serves.
+## FEATURES=session,fair_gate narrows it.
+instructions-features: loadtest-install
+	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
+	INSTRUCTIONS_LAYERS=0 INSTRUCTIONS_FEATURES=$(or $(FEATURES),all) \
+		$(BIN)/python -m loadtests.instructions
 
 ## The service's own ASGI layers alone over a trivial app, no database (callgrind): a
 ## quick count while tuning one of them. LAYERS="observer limits-post" narrows it.

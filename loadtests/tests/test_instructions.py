@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from loadtests import bench
+from loadtests import bench, seed
+from loadtests.features import FEATURES
 from loadtests.instructions import (
     CALLERS,
     CONFIGURATIONS,
+    NOTHING,
     SCENARIOS,
     Config,
     Cursors,
@@ -22,6 +25,7 @@ from loadtests.instructions import (
     target_lines,
 )
 from service.base.settings import SettingsError
+from service.database import migrations
 
 
 def test_requests_are_a_multiple_of_the_callers() -> None:
@@ -75,6 +79,21 @@ def test_the_cursors_are_those_the_benchs_walks_are_given(
     assert Cursors.from_env(made.environment()) == made
 
 
+def _drive(environment: dict[str, str], target: str, scenario: str, without: str) -> None:
+    """What valgrind runs, without valgrind; `drive` fails on any answer but the expected."""
+    command = ["-m", "loadtests.instructions", "drive", target, scenario, without, str(CALLERS)]
+    completed = subprocess.run(
+        [sys.executable, *command],
+        cwd=bench.ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, (scenario, without, completed.stderr[-2000:])
+
+
 @pytest.mark.parametrize("target", ["floor", "service"])
 def test_the_cursor_scenarios_are_answered_in_process(
     feed_database: str, target: str, tmp_path: Path
@@ -82,15 +101,39 @@ def test_the_cursor_scenarios_are_answered_in_process(
     environment = os.environ | cursors(feed_database).environment()
     environment |= {"DATABASE_URL": feed_database, "BENCH_DATA_DIR": str(tmp_path)}
     for scenario in ("list_deep", "events"):
-        # What valgrind runs; `drive` fails on any answer but a 200.
-        command = ["-m", "loadtests.instructions", "drive", target, scenario, "0", str(CALLERS)]
-        completed = subprocess.run(
-            [sys.executable, *command],
-            cwd=bench.ROOT,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert completed.returncode == 0, (scenario, completed.stderr[-2000:])
+        _drive(environment, target, scenario, NOTHING)
+
+
+def test_features_can_be_named_and_get_rows_of_their_own() -> None:
+    assert Config.from_env({}).features == ()
+    assert Config.from_env({"INSTRUCTIONS_FEATURES": "all"}).features == tuple(FEATURES)
+    config = Config.from_env(
+        {
+            "INSTRUCTIONS_FEATURES": "strict_body,edge",
+            "INSTRUCTIONS_SCENARIOS": "get_post,create_post",
+        }
+    )
+    # The edge layer is counted once, whether named as a feature or as the layer.
+    assert config.configurations == (
+        *CONFIGURATIONS,
+        ("  without strict_body", "service", "strict_body"),
+    )
+    assert config.counted("strict_body") == ("create_post",)
+    assert config.counted(NOTHING) == ("get_post", "create_post")
+    with pytest.raises(SettingsError):
+        Config.from_env({"INSTRUCTIONS_FEATURES": "logging"})
+
+
+async def test_each_feature_taken_out_still_answers_every_request(
+    make_database: Callable[[], Awaitable[str]], tmp_path: Path
+) -> None:
+    """Each take-out replaces its feature, it does not break the request: the counted
+    process answers every request of the feature's scenarios as the service does."""
+    database = await make_database()
+    migrations.apply(database)
+    await seed.seed_url(database, seed.DataSet(users=50, posts=500))
+    environment = os.environ | {"DATABASE_URL": database, "BENCH_DATA_DIR": str(tmp_path)}
+    for feature in FEATURES.values():
+        for scenario in feature.scenarios:
+            if scenario not in ("list_deep", "events"):  # these need the bench's cursors
+                _drive(environment, "service", scenario, feature.name)
