@@ -130,3 +130,18 @@ async def test_a_request_that_cannot_get_a_connection_in_time_is_503_not_a_hang(
         assert [answer.status_code for answer in answers] == [503] * 5
         assert elapsed < 1.5
         assert (await client.get(f"/posts/{post['id']}")).status_code == 200
+
+
+async def test_a_request_that_fails_after_its_statements_gives_its_connection_back(settings, post):
+    """The session is closed whatever the handler did: on one connection, a 404 and a 412
+    (each raised after a statement) leave it free for the next request."""
+    single = msgspec.structs.replace(settings, db_pool_min=1, db_pool_max=1, db_acquire_timeout=0.5)
+    async with app_client(single) as client:
+        primary = client._transport.app.state.database.primary  # type: ignore[attr-defined]
+        for _ in range(3):
+            assert (await client.get("/posts/999999999")).status_code == 404
+            stale = {"If-Match": '"999"'}
+            changed = await client.patch(f"/posts/{post['id']}", json={"title": "x"}, headers=stale)
+            assert changed.status_code == 412
+            assert primary.pool.get_idle_size() == primary.pool.get_size() == 1
+        assert (await client.get(f"/posts/{post['id']}")).status_code == 200
