@@ -132,14 +132,14 @@ def _strict_body(app: Any) -> None:
     StrictBody.decode_bytes = lax  # type: ignore[method-assign]
 
 
-READS, WRITES = ("get_post",), ("create_post", "patch_post")
+READS, WRITES = ("get_post", "user_posts", "list_deep", "events"), ("create_post", "patch_post")
 FEATURES = {
     feature.name: feature
     for feature in (
         Feature(
             "edge",
             "request id, limits, token gate, metrics, log line (`make instructions-layers`)",
-            ("get_post", "user_posts", "list_deep", "events", *WRITES),
+            (*READS, *WRITES),
             _edge,
         ),
         Feature(
@@ -154,7 +154,9 @@ FEATURES = {
             (*READS, *WRITES),
             _fair_gate,
         ),
-        Feature("conditional_get", "If-None-Match (304) on a read", READS, _conditional_get),
+        Feature(
+            "conditional_get", "If-None-Match (304) on a read", ("get_post",), _conditional_get
+        ),
         Feature(
             "events_cursor",
             "a list page's Events-Cursor header (signed, from the page's snapshot)",
