@@ -14,9 +14,10 @@ required, request log and metrics on); then the service with its edge layer take
 (`app.asgi_handler` unwrapped once), so that the layer's cost (request id, limits, token
 gate, metrics, request log) is the difference between the two lines. What is left is
 Litestar, the handlers, the database session and asyncpg. `make instructions-layers`
-counts each of the edge layer's parts; `make instructions-features` (INSTRUCTIONS_FEATURES)
-counts each feature of the rest the same way, the service with that feature taken out
-(`loadtests.features`), on the scenarios that go through it. Scenarios, as `make bench` sends them: GET /posts/{id},
+counts each of the edge layer's parts; `make instructions-features`
+(INSTRUCTIONS_FEATURES) counts each feature of the rest the same way, the service with
+that feature taken out (`loadtests.features`), on the scenarios that go through it.
+Scenarios, as `make bench` sends them: GET /posts/{id},
 GET /users/{id}/posts (the first page of 50), GET /posts?cursor=… (list_deep: a page of 50
 about 50,000 posts deep), GET /events?limit=100&after=… (events: a backlog page of the
 change feed), POST /posts, PATCH /posts/{id} (a merge patch of title and published, no
