@@ -13,6 +13,7 @@ import msgspec
 from prometheus_client import REGISTRY
 
 from service.database.pool import FairGate, ServerPool
+from service.database.routing import open_database
 from tests.helpers import app_client
 
 WAITS = "service_db_pool_acquire_seconds"
@@ -145,3 +146,36 @@ async def test_a_request_that_fails_after_its_statements_gives_its_connection_ba
             assert changed.status_code == 412
             assert primary.pool.get_idle_size() == primary.pool.get_size() == 1
         assert (await client.get(f"/posts/{post['id']}")).status_code == 200
+
+
+async def test_a_write_gives_its_connection_back_after_each_statement_a_read_at_the_end(
+    settings,
+):
+    """A write outside a transaction holds a connection only for its statement: the next
+    write waits for no answer to be encoded and sent. A read keeps its connection (its
+    statements see one server), and so does a transaction."""
+    two = msgspec.structs.replace(settings, db_pool_min=2, db_pool_max=2)
+    database = await open_database(two, two.database_url)
+    pool = database.primary.pool
+    write, read = database.session(read_only=False), database.session(read_only=True)
+
+    def in_use() -> int:
+        return pool.get_size() - pool.get_idle_size()
+
+    try:
+        assert await write.fetchval("SELECT 1") == 1
+        assert in_use() == 0
+        async with write.transaction():
+            await write.fetchval("SELECT 1")
+            await write.fetchval("SELECT 2")
+            assert in_use() == 1
+        await write.close()
+        assert in_use() == 0
+        await read.fetchval("SELECT 1")
+        assert in_use() == 1
+        await read.close()
+        assert in_use() == 0
+    finally:
+        await write.close()
+        await read.close()
+        await database.close()

@@ -12,7 +12,9 @@
 - Everything else, and every read when no replica is usable, runs on the primary.
 
 Connections are taken lazily, at a request's first statement, and waited for at most
-`DB_ACQUIRE_TIMEOUT` in all (a replica gets half of it, the primary what is left).
+`DB_ACQUIRE_TIMEOUT` in all (a replica gets half of it, the primary what is left). A read
+keeps its connection to the end; a write gives it back after each statement outside a
+transaction.
 """
 
 from __future__ import annotations
@@ -140,7 +142,15 @@ class Database:
 class Session:
     """The statements of one request, on the server that the request calls for."""
 
-    __slots__ = ("_connection", "_lost", "_server", "database", "read_only", "token")
+    __slots__ = (
+        "_connection",
+        "_lost",
+        "_release_each",
+        "_server",
+        "database",
+        "read_only",
+        "token",
+    )
 
     def __init__(self, database: Database, *, read_only: bool, token: int | None) -> None:
         self.database = database
@@ -149,6 +159,12 @@ class Session:
         self._connection: Connection | None = None
         self._server: ServerPool | None = None
         self._lost = False
+        # A write gives its connection back after each statement outside a transaction,
+        # not when its answer has gone: under a saturated pool, a connection held while the
+        # answer is encoded and sent is one the next write waits for. A read keeps its
+        # connection, so that its statements see one server (the replica it was given,
+        # checked once against its Consistency-Token).
+        self._release_each = not read_only
 
     # Not coroutines of their own: each hands back `_run`'s, one frame fewer on every
     # statement and on every resume of it.
@@ -169,6 +185,7 @@ class Session:
         """A transaction on the primary around the statements of the block."""
         assert not self.read_only, "a read-only request has no transaction to open"
         connection = self._connection or await self._connect()
+        self._release_each = False
         try:
             async with connection.transaction():
                 yield
@@ -176,6 +193,8 @@ class Session:
             assert self._server is not None
             self._lost = self._lost or self._server.lost_by(error)
             raise
+        finally:
+            self._release_each = True
 
     async def close(self) -> None:
         if self._connection is not None and self._server is not None:
@@ -185,12 +204,16 @@ class Session:
     async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         connection = self._connection or await self._connect()
         try:
-            return await getattr(connection, method)(query, *args)
+            result = await getattr(connection, method)(query, *args)
         except BaseException as error:
             if self._server is self.database.primary or not self._replica_failed(error):
                 assert self._server is not None
                 self._lost = self._lost or self._server.lost_by(error)
                 raise
+        else:
+            if self._release_each:
+                await self.close()
+            return result
         # A replica failed under this read: mark it down, and let the primary answer.
         await self._leave_replica("error", lost=True)
         connection = await self._use(self.database.primary, self._budget())

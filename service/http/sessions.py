@@ -7,7 +7,8 @@ of a write is answered by a server that shows that write.
 Not a Litestar dependency: resolving one costs about 8% of a get-by-id's instructions
 (measured with callgrind; docs/performance.md). A handler asks for the session when it
 needs it; `closing_sessions`, an ASGI layer around Litestar, closes it once the answer has
-gone, whatever happened in between.
+gone, whatever happened in between (a write's session has usually given its connection
+back already, after its statement: `service.database.routing`).
 """
 
 from __future__ import annotations
