@@ -45,40 +45,28 @@ def _fair_gate(app: Any) -> None:
     ServerPool.release = release  # type: ignore[method-assign]
 
 
-class _PoolSession:
-    """The floor's way to a database: the primary's asyncpg pool, a connection taken at
-    the first statement and given back when the request is done."""
-
-    __slots__ = ("_connection", "_pool")
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-        self._connection: Any = None
-
-    async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
-        if self._connection is None:
-            self._connection = await self._pool.acquire()
-        return await getattr(self._connection, method)(query, *args)
-
-    def fetch(self, query: str, *args: Any) -> Any:
-        return self._run("fetch", query, args)
-
-    def fetchrow(self, query: str, *args: Any) -> Any:
-        return self._run("fetchrow", query, args)
-
-    def fetchval(self, query: str, *args: Any) -> Any:
-        return self._run("fetchval", query, args)
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._pool.release(self._connection)
-
-
 def _session(app: Any) -> None:
-    from service.database.routing import Database
+    from service.database.routing import Database, Session
 
-    def session(self: Database, *, read_only: bool, token: int | None = None) -> Any:
-        return _PoolSession(self.primary.pool)
+    class PoolSession(Session):
+        """The floor's way to a database: the primary's asyncpg pool, a connection taken at
+        the first statement and given back when the request is done; no routing, no fair
+        gate. The statement methods are the session's own."""
+
+        __slots__ = ()
+
+        async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+            if self._connection is None:
+                self._connection = await self.database.primary.pool.acquire()
+            return await getattr(self._connection, method)(query, *args)
+
+        async def close(self) -> None:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await self.database.primary.pool.release(connection)
+
+    def session(self: Database, *, read_only: bool, token: int | None = None) -> Session:
+        return PoolSession(self, read_only=read_only, token=token)
 
     Database.session = session  # type: ignore[method-assign]
 

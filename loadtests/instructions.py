@@ -372,7 +372,7 @@ def measure(config: Config) -> int:
         f"{'configuration':<{width}} " + " ".join(f"{s:>12}" for s in scenarios),
     ]
     for label, _, _ in configurations:
-        lines.append(f"{label:<{width}} {_cells(per_request, label, scenarios, 1.0)}")
+        lines.append(f"{label:<{width}} {_cells(per_request, label, scenarios, decimals=0)}")
     lines += ["", *target_lines(per_request, configurations, scenarios)]
     features = [(label, without) for label, _, without in configurations[2:]]
     if features:
@@ -390,7 +390,7 @@ def measure(config: Config) -> int:
             if (label, s) in per_request
         }
         lines += [
-            f"{without:<{width}} {_cells(costs, without, scenarios, 0.1)}"
+            f"{without:<{width}} {_cells(costs, without, scenarios, decimals=1)}"
             for _, without in features
         ]
         lines += [f"  {without}: {FEATURES[without].what}" for _, without in features]
@@ -404,10 +404,9 @@ def measure(config: Config) -> int:
 
 
 def _cells(
-    counts: Mapping[tuple[str, str], float], row: str, scenarios: tuple[str, ...], unit: float
+    counts: Mapping[tuple[str, str], float], row: str, scenarios: tuple[str, ...], *, decimals: int
 ) -> str:
-    """One row of a table in thousands (to `unit`), a dash where the row was not counted."""
-    decimals = 0 if unit >= 1 else 1
+    """One row of a table in thousands, a dash where the row was not counted."""
     return " ".join(
         f"{counts[row, s] / 1000:>11,.{decimals}f}k" if (row, s) in counts else f"{'-':>12}"
         for s in scenarios
