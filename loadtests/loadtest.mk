@@ -89,7 +89,7 @@ instructions-features: loadtest-install
 		$(BIN)/python -m loadtests.instructions
 
 ## The service's own ASGI layers alone over a trivial app, no database (callgrind): a
-## quick count while tuning one of them. LAYERS="observer limits-post" narrows it.
+## quick count while tuning one of them. LAYERS="edge edge_no_log-post" narrows it.
 instructions-layers: loadtest-install
 	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y valgrind
 	$(BIN)/python -m loadtests.layer_instructions $(LAYERS)
