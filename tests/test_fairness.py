@@ -10,6 +10,7 @@ import time
 
 import httpx
 import msgspec
+import pytest
 from prometheus_client import REGISTRY
 
 from service.database.pool import FairGate, ServerPool
@@ -84,6 +85,26 @@ async def test_a_waiter_gives_up_at_its_deadline_and_passes_nothing_on():
     assert 0.15 < time.monotonic() - started < 1
     gate.leave()  # the permit comes back to the gate, not to the waiter that gave up
     await asyncio.wait_for(gate.enter(0.1), 1)
+
+
+async def test_each_waiter_gives_up_at_its_own_deadline():
+    """One timer keeps every waiter's deadline: a later waiter with a shorter wait gives up
+    first, and the ones still waiting keep their turn."""
+    gate = FairGate(1)
+    await gate.enter(1)
+    started = time.monotonic()
+    patient = asyncio.create_task(gate.enter(5))
+    hasty = asyncio.create_task(gate.enter(0.2))
+    later = asyncio.create_task(gate.enter(0.4))
+    with pytest.raises(TimeoutError):
+        await hasty
+    assert 0.15 < time.monotonic() - started < 0.35
+    with pytest.raises(TimeoutError):
+        await later
+    assert 0.35 < time.monotonic() - started < 0.6
+    assert not patient.done()
+    gate.leave()  # to the patient waiter, the only one left
+    assert await asyncio.wait_for(patient, 1) is True
 
 
 async def test_a_cancelled_waiter_hands_its_permit_on():
