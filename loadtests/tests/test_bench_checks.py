@@ -1,7 +1,8 @@
-"""The verdict of `make bench` and its knobs."""
+"""The verdict of `make bench`, its knobs, and the checkpoint before each round."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from loadtests import bench
@@ -145,3 +146,18 @@ def test_every_scenario_has_its_wrk_script() -> None:
     assert "events" in bench.SCENARIOS
     for scenario in bench.SCENARIOS:
         assert (bench.WRK_DIR / f"{scenario}.lua").is_file(), scenario
+
+
+async def test_a_round_starts_from_a_checkpoint_of_its_own(database_url: str) -> None:
+    async def last_checkpoint() -> str:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return str(
+                await connection.fetchval("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
+            )
+        finally:
+            await connection.close()
+
+    before = await last_checkpoint()
+    await bench.checkpoint(database_url)
+    assert await last_checkpoint() != before
