@@ -148,7 +148,7 @@ def test_every_scenario_has_its_wrk_script() -> None:
         assert (bench.WRK_DIR / f"{scenario}.lua").is_file(), scenario
 
 
-async def test_a_round_starts_from_a_checkpoint_of_its_own(database_url: str) -> None:
+async def test_the_checkpoint_before_each_round_writes_one(database_url: str) -> None:
     async def last_checkpoint() -> str:
         connection = await asyncpg.connect(database_url)
         try:

@@ -185,7 +185,8 @@ class FairGate:
     connections. Here a request with a free permit pays two integer operations; one that
     waits pays one future. The waiters' deadlines are kept by one timer, armed for the
     earliest (as `service.edge.limits` keeps the body deadlines): a timer per wait, armed
-    and cancelled, cost more than the rest of the wait (measured in docs/performance.md).
+    and cancelled, was most of the gate's instructions on a get at 32 callers on 10
+    connections (docs/performance.md).
     """
 
     def __init__(self, permits: int) -> None:
