@@ -52,7 +52,7 @@ from service.base.metrics import (
 from service.base.settings import Settings
 from service.database import migrations
 from service.database.embedded import database
-from service.database.pool import ServerPool
+from service.database.pool import CONNECTION_LOST, ServerPool
 from service.feed import reader
 from service.feed.models import Event
 from service.http.pagination import FeedPosition
@@ -72,7 +72,14 @@ class Fatal(Exception):
     """The relay cannot go on; the message is the one line it exits with."""
 
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Every error of the database after which the relay retries: a statement's, and every way
+# the pool says a connection is gone, including the moment of a failover when no host of
+# a multi-host URL accepts writes (TargetServerAttributeNotMatched).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 class Relay:
