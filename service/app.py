@@ -18,6 +18,7 @@ from service.edge.layer import Edge
 from service.edge.observer import in_flight_sampler
 from service.feed import retention
 from service.feed.controller import list_events
+from service.feed.reader import Confirmation
 from service.feed.watcher import watching
 from service.http import idempotency
 from service.http.errors import problem_details_plugin
@@ -73,7 +74,14 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[database_lifespan],
         # Not dependencies: Litestar resolves several dependencies of one handler in an
         # anyio task group, two tasks a request (~80 us); `state` is handed over as is.
-        state=State({"settings": settings, "cursors": codec, "feed_identity": FeedIdentity()}),
+        state=State(
+            {
+                "settings": settings,
+                "cursors": codec,
+                "feed_identity": FeedIdentity(),
+                "feed_confirmation": Confirmation(),
+            }
+        ),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin(), QuerySchemaPlugin()],
         type_decoders=QUERY_DECODERS,
         request_max_body_size=MAX_BODY_BYTES,

@@ -34,7 +34,7 @@ from service.base.settings import Settings
 from tests.clusters import Replicated, hosts_url
 from tests.helpers import app_client, assert_problem
 from tests.server import running_service
-from tests.test_feed import Event, create_user, feed_cursor, follow, of
+from tests.test_feed import Event, create_post, create_user, feed_cursor, follow, of
 from tests.test_replicas import DATABASE, _migrated, _replica_in_use
 
 POOLED = os.environ.get("TEST_DB_POOLER") == "transaction"
@@ -433,3 +433,57 @@ async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failove
             await asyncio.sleep(0.1)
         events, _ = await follow(client, cursor)
     assert _versions(events, created.json()) == [1], "the change after the failover was skipped"
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("TEST_DATABASE_URL")), reason="its clusters are its own: the first run"
+)
+async def test_a_change_the_synchronous_standby_lacks_is_not_followed_before_a_failover(
+    settings, sync_replicated
+):
+    """A commit is visible on the primary before the synchronous standby has it when its
+    wait for the standby is cut short: the writer's statement cancelled (here the service's
+    own timeout, a 503 to its caller), or its server's postmaster killed (a chaos history,
+    `make chaos-ci`, 2026-12-08: `post.updated of post 2 v93 appears 2 times`). Promoting
+    the standby loses that change, and the next change takes its version again. A follower
+    given the lost one would have two events of one version, one of them of a change that
+    does not exist: it must be given neither before the standby has it.
+
+    Stopping the WAL sender (SIGSTOP) makes the standby's silence certain here.
+    """
+    cluster = sync_replicated
+    _migrated(cluster)
+    failing_over = _failing_over(settings, cluster)
+    async with app_client(failing_over) as client:
+        author = await create_user(client)
+        post = await create_post(client, author["id"])
+        _, cursor = await follow(client, await feed_cursor(client))
+        sender = cluster.primary.value("SELECT pid FROM pg_stat_replication")
+        os.kill(sender, signal.SIGSTOP)  # the standby receives nothing from here on
+        try:
+            # The service's own statement timeout cuts the commit's wait short: the
+            # caller gets a 503, and the change is committed on the primary alone.
+            lost = await client.patch(f"/posts/{post['id']}", json={"title": "lost"})
+            assert_problem(lost, 503)
+            shown = cluster.primary.sql(
+                "SELECT title FROM posts WHERE id = $1", post["id"], database=DATABASE
+            )
+            assert shown[0]["title"] == "lost", "the premise: the primary alone has the change"
+            page = await client.get("/events", params={"after": cursor})
+            assert_problem(page, 503)
+            await asyncio.to_thread(cluster.primary.stop, "immediate")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sender, signal.SIGCONT)
+        await asyncio.to_thread(cluster.standby.promote)
+        deadline = time.monotonic() + 10
+        while (
+            kept := await client.patch(f"/posts/{post['id']}", json={"title": "kept"})
+        ).status_code != 200:
+            assert time.monotonic() < deadline, kept.text
+            await asyncio.sleep(0.1)
+        events, _ = await follow(client, cursor)
+    changes = of(events, "post.", post["id"])
+    assert [(e["type"], e["version"], e["data"]["title"]) for e in changes] == [
+        ("post.updated", 2, "kept")
+    ]

@@ -13,6 +13,7 @@ second and third runs would prove nothing more about the relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -37,9 +38,11 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from service.database import migrations
 from service.feed import reader
 from service.http.pagination import FeedPosition
+from tests.clusters import hosts_url
 from tests.helpers import connect
 from tests.nats import NatsServer, running_nats
 from tests.server import free_port
+from tests.test_replicas import DATABASE, _migrated
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("TEST_DATABASE_URL")),
@@ -493,3 +496,60 @@ async def test_a_position_stored_late_publishes_again_and_jetstream_drops_the_re
     assert again.terminate() == 0, again.log_tail()
     await assert_exactly_once_in_order(db, nats_server.url)
     await db.close()
+
+
+async def test_a_change_the_synchronous_standby_lacks_is_not_published_before_a_failover(
+    sync_replicated, nats_server, relays
+):
+    """The relay's side of `tests/test_feed_topologies.py`'s test of the same name: a
+    change committed on the primary alone (its writer's wait for the synchronous standby
+    cut short by the writer's own timeout) is lost when the standby is promoted, and the
+    next change takes its version again. Published, it would be a message of a change that
+    does not exist, and a second message of that version."""
+    cluster = sync_replicated
+    _migrated(cluster)
+    url = hosts_url(
+        cluster.primary, cluster.standby, database=DATABASE, target_session_attrs="read-write"
+    )
+    db = await connect(cluster.primary.url(DATABASE))
+    author = await db.fetchval("INSERT INTO users (email, name) VALUES ('a@x.y', 'A') RETURNING id")
+    post = await db.fetchval(
+        "INSERT INTO posts (author_id, title, body) VALUES ($1, 'first', '') RETURNING id", author
+    )
+    # A long lease: its renewal, a write, would wait for the standby too, before any read.
+    relay = relays(
+        url,
+        nats_server.url,
+        DB_STATEMENT_TIMEOUT_MS="1000",
+        RELAY_POLL_MS="20",
+        RELAY_LEASE_SECONDS="60",
+    )
+    await relay.wait_ready()
+    await wait_caught_up(db, nats_server.url)
+    sender = cluster.primary.value("SELECT pid FROM pg_stat_replication")
+    os.kill(sender, signal.SIGSTOP)  # the standby receives nothing from here on
+    try:
+        with pytest.raises(TimeoutError):
+            await db.execute("UPDATE posts SET title = 'lost' WHERE id = $1", post, timeout=1)
+        assert await db.fetchval("SELECT title FROM posts WHERE id = $1", post) == "lost", (
+            "the premise: the primary alone has the change"
+        )
+        await asyncio.sleep(3)  # the relay polls every 20 ms: time to publish it, were it to
+        assert [m.data for m in await stream_messages(nats_server.url) if b"lost" in m.data] == []
+        await db.close()
+        await asyncio.to_thread(cluster.primary.stop, "immediate")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sender, signal.SIGCONT)
+    await asyncio.to_thread(cluster.standby.promote)
+    db = await connect(cluster.standby.url(DATABASE))
+    await db.execute("UPDATE posts SET title = 'kept' WHERE id = $1", post)
+    await wait_caught_up(db, nats_server.url)
+    assert relay.terminate() == 0, relay.log_tail()
+    events = await assert_exactly_once_in_order(db, nats_server.url)
+    await db.close()
+    changes = [e for e in events if e.type.startswith("post.")]
+    assert [(e.type, e.version, e.data.title) for e in changes] == [  # type: ignore[union-attr]
+        ("post.created", 1, "first"),
+        ("post.updated", 2, "kept"),
+    ]

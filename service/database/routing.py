@@ -196,6 +196,14 @@ class Session:
         finally:
             self._release_each = True
 
+    async def to_primary(self) -> None:
+        """Run this read's next statements on the primary: a read that ends with a statement
+        only the primary can run (the feed's confirmation). A replica's connection goes
+        back first; the primary's is kept."""
+        if self._server is not self.database.primary:
+            await self.close()
+        self.read_only = False
+
     async def close(self) -> None:
         if self._connection is not None and self._server is not None:
             connection, self._connection = self._connection, None

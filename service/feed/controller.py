@@ -94,6 +94,7 @@ async def list_events(
     watcher: Watcher = state.feed_watcher
     deadline = time.monotonic() + wait
     from_oldest_kept = after is None  # START, where no retention makes a 410
+    asked = position
     while True:
         page = await reader.read(session, position, limit, resources)
         if not from_oldest_kept and page.gone(position):
@@ -106,6 +107,10 @@ async def list_events(
         await session.close()
         await watcher.wait_beyond(page.next, remaining)
         position, from_oldest_kept = page.next, False
+    confirmation: reader.Confirmation = state.feed_confirmation
+    if confirmation.needed(asked, page):
+        await session.to_primary()
+        await confirmation.confirm(session, page)
     FEED_REQUESTS.labels(str(wait > 0).lower(), "events" if page.events else "empty").inc()
     FEED_EVENTS_DELIVERED.inc(len(page.events))
     return EventPage(items=page.events, next_cursor=cursors.encode_position(feed_id, page.next))

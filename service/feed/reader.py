@@ -10,12 +10,19 @@ below the horizon, of any resource) has been seen, so the cursor moves to the he
 follower of one type passes the other type's events. A cursor never goes back, whichever
 server (the primary or a lagging replica) answers next.
 
-Why the head and not the horizon itself: a cursor always names a committed event, and
-with a synchronous standby every committed event's transaction id is on the standby, so
-after a failover the promoted server hands out only higher ids. The horizon can stand above
-ids of transactions that were rolled back on the old primary and never reached the standby:
-the promoted server hands those ids out again, and events under a cursor at the horizon
-would be skipped (tests/test_feed_topologies.py shows it).
+Why the head and not the horizon: a cursor always names a committed event, and a confirmed
+one (below) survives a failover to a synchronous standby, so the promoted server hands out
+only higher ids. The horizon can stand above ids of transactions that were rolled back on
+the old primary and never reached the standby: the promoted server hands those ids out
+again, and events under a cursor at the horizon would be skipped (tests/test_feed_topologies.py
+shows it).
+
+What is handed out is confirmed first (`Confirmation`): a commit is visible on the primary
+before the synchronous standby has it when its wait for the standby is cut short (its
+statement cancelled, its server's postmaster killed). A failover loses such a change, and
+the next change of the resource takes its version again: a follower given the lost one
+would have two events of one version. So a page is handed out only once its events and its
+cursor are as durable as an acknowledged write.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class FeedPage(NamedTuple):
     """Where the follower goes on from: never before the position asked for."""
     pruned: FeedPosition
     """How far retention has deleted: a position before it can no longer be followed."""
+    head: FeedPosition
+    """The newest event the page's snapshot could hand out, of any resource."""
 
     def gone(self, after: FeedPosition) -> bool:
         """Whether events after `after` were deleted by retention (a 410)."""
@@ -81,13 +90,37 @@ async def read(
     # With every event pruned there is no head: the pruned position stands for it.
     head = pruned if head_xid is None else FeedPosition(head_xid, head_seq)
     if rows[0][4] is None:
-        return FeedPage([], [], max(after, head), pruned)
+        return FeedPage([], [], max(after, head), pruned, head)
     events = [_event(row) for row in rows]
     positions = [FeedPosition(row[4], row[5]) for row in rows]
     if len(rows) < limit:
         # Every event up to the head has been read: go on from the head.
-        return FeedPage(events, positions, max(after, head), pruned)
-    return FeedPage(events, positions, positions[-1], pruned)
+        return FeedPage(events, positions, max(after, head), pruned, head)
+    return FeedPage(events, positions, positions[-1], pruned, head)
+
+
+class Confirmation:
+    """How far the feed is known to be as durable as an acknowledged write, in one process:
+    a page that would hand out more (events, or a cursor beyond it) is confirmed first.
+
+    `confirm` runs `sql/events/confirm_durable.sql` on the primary after the page was read
+    (on the primary or a replica): it returns once every commit the page's snapshot saw is
+    on the synchronous standby, so everything up to the page's head is confirmed, not only
+    what the page hands out. A follower reading a backlog pays for it once; followers at
+    the end of the feed once per answer that moves them. A standby that does not answer
+    makes the page fail like a write (the statement timeout, a 503), not be handed out.
+    """
+
+    def __init__(self) -> None:
+        self.confirmed = START
+
+    def needed(self, after: FeedPosition, page: FeedPage) -> bool:
+        """Whether handing out `page` to a follower at `after` needs a confirmation."""
+        return page.next > after and page.next > self.confirmed
+
+    async def confirm(self, primary: Fetcher, page: FeedPage) -> None:
+        await primary.fetch(SQL["confirm_durable"])
+        self.confirmed = max(self.confirmed, page.head)
 
 
 def _event(row: Any) -> Event:

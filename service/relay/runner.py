@@ -91,6 +91,7 @@ class Relay:
         self.stopping = asyncio.Event()
         self.readiness = health.Readiness()
         self.position = reader.START
+        self.confirmation = reader.Confirmation()
         self.publish_timeout = settings.relay_publish_timeout_ms / 1000
 
     async def start(self) -> None:
@@ -160,6 +161,8 @@ class Relay:
             return
         async with self.primary.connection() as connection:
             page = await reader.read(connection, self.position, self.settings.relay_batch)
+            if self.confirmation.needed(self.position, page):
+                await self.confirmation.confirm(connection, page)
         if self.position != reader.START and page.gone(self.position):
             raise Fatal(
                 f"the relay's position {_format(self.position)} is older than the feed's "

@@ -1,0 +1,12 @@
+-- Returns once every commit an earlier snapshot of any session could see is as durable as
+-- an acknowledged write: flushed here and, with a synchronous standby, on the standby.
+-- A commit is visible before the standby has it when its wait for the standby was cut
+-- short (its statement cancelled, its postmaster killed); a failover then loses it.
+-- This statement's transaction writes WAL and has an id (a transactional message does
+-- both), so its commit writes a commit record after every commit record that snapshot
+-- saw, and waits for the standby as a write's commit does (`synchronous_commit`); WAL is
+-- flushed in order, so the standby then has them all. A transaction id alone would not
+-- do: a transaction that wrote no WAL before its commit does not wait for anything.
+-- Nothing but the message and the commit record is written (no table, no lock); logical
+-- decoding, if anyone runs it, sees the message under this prefix. Primary only.
+SELECT pg_logical_emit_message(true, 'posts-service.feed-confirmation', '')
