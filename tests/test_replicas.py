@@ -322,3 +322,25 @@ async def test_a_commit_waiting_for_a_missing_synchronous_standby_is_cut_off(
         retried = await client.post("/users", json=body, headers=key)
         assert retried.status_code == 201, retried.text
         assert retried.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_standby_reached_as_the_primary_answers_writes_and_the_feed_503(
+    settings, replicated
+):
+    """A router that has not noticed a demotion yet (HAProxy between two health checks, as
+    when `make chaos` restarts Patroni on an orphan and it rejoins as a standby) sends the
+    service's connections to a standby. Writes and the feed's confirmation fail there as
+    read-only: a 503 to retry, as in every other moment of a failover, never a 500."""
+    _migrated(replicated)
+    replicated.primary.sql(
+        "INSERT INTO users (email, name) VALUES ('before@x.y', 'Before')", database=DATABASE
+    )
+    await asyncio.to_thread(replicated.standby.wait_replayed)
+    demoted = msgspec.structs.replace(settings, database_url=replicated.standby.url(DATABASE))
+    async with app_client(demoted) as client:
+        created = await client.post("/users", json={"email": "after@x.y", "name": "After"})
+        assert_problem(created, 503)
+        assert created.headers["retry-after"] == "1"
+        feed = await client.get("/events")  # an event to hand out: confirmed on the "primary"
+        assert_problem(feed, 503)
+    assert replicated.primary.sql("SELECT count(*) FROM users", database=DATABASE)[0][0] == 1

@@ -310,10 +310,11 @@ class ServerPool:
         }
 
     def lost_by(self, error: BaseException) -> bool:
-        """Whether `error` calls for new connections: the connection is gone, or, with
-        several hosts, a statement the server never answered (a commit stalled on an
-        orphan) was cut off by the client's timeout."""
-        if connection_lost(error):
+        """Whether `error` calls for new connections: the connection is gone, its server
+        refused a write as read-only (it is a standby now: a demoted primary that a router
+        still sends connections to), or, with several hosts, a statement the server never
+        answered (a commit stalled on an orphan) was cut off by the client's timeout."""
+        if connection_lost(error) or isinstance(error, asyncpg.ReadOnlySQLTransactionError):
             return True
         return bool(self.hosts) and isinstance(error, TimeoutError)
 

@@ -193,7 +193,9 @@ _CONSTRAINT_ERRORS: dict[tuple[str, str | None], tuple[int, FieldError]] = {
 
 # SQLSTATE classes and codes meaning "the database cannot serve now; a retry may succeed".
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")
-_UNAVAILABLE_CODES = {"57014", "40001", "40P01", "55P03"}
+# 25006, a write refused as read-only: the server is a standby now (a demoted primary that a
+# router such as HAProxy still sends connections to, between its health checks).
+_UNAVAILABLE_CODES = {"57014", "40001", "40P01", "55P03", "25006"}
 
 
 def _from_database_error(exc: asyncpg.PostgresError) -> ProblemDetailsException:

@@ -8,5 +8,8 @@
 -- flushed in order, so the standby then has them all. A transaction id alone would not
 -- do: a transaction that wrote no WAL before its commit does not wait for anything.
 -- Nothing but the message and the commit record is written (no table, no lock); logical
--- decoding, if anyone runs it, sees the message under this prefix. Primary only.
-SELECT pg_logical_emit_message(true, 'posts-service.feed-confirmation', '')
+-- decoding, if anyone runs it, sees the message under this prefix.
+-- Primary only: on a standby (a demoted primary that a router still sends us to)
+-- `pg_current_xact_id()`, evaluated first, refuses with 25006 as a write would, where the
+-- message alone fails with an internal error (XX000).
+SELECT pg_current_xact_id(), pg_logical_emit_message(true, 'posts-service.feed-confirmation', '')
