@@ -17,7 +17,7 @@ import pytest
 from service.base.settings import Settings
 from service.database import migrations
 from service.database.pool import ServerPool
-from service.feed import retention
+from service.feed import reader, retention
 from tests.helpers import app_client, assert_problem, unique_email
 
 Event = dict[str, Any]
@@ -380,3 +380,85 @@ async def test_the_openapi_document_describes_the_feed(client):
     listing = document["paths"]["/posts"]["get"]["responses"]["200"]
     assert "Events-Cursor" in listing["headers"]
     assert listing["links"]["FollowFeed"]["operationId"] == "listEvents"
+
+
+# -- Confirmations shared by followers -------------------------------------------------------
+
+
+class _CountingPrimary:
+    """The primary as the feed's confirmation is given it (a `Fetcher`): a real pool that
+    counts the statements sent and ended, and can hold the first one until told."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.sent = 0
+        self.ended = 0
+        self.hold_first: asyncio.Event | None = None
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        self.sent += 1
+        if self.sent == 1 and self.hold_first is not None:
+            await self.hold_first.wait()
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(query, *args)
+        self.ended += 1
+        return rows  # type: ignore[no-any-return]
+
+
+async def _two_pages(pool: asyncpg.Pool) -> tuple[reader.FeedPage, reader.FeedPage]:
+    """A page of the feed, then a change, then the page after the first one's head: it
+    hands out that change, beyond what confirming the first page confirms."""
+    async with pool.acquire() as connection:
+        before = await reader.read(connection, reader.START, 1000)
+        await connection.execute(
+            "INSERT INTO users (email, name) VALUES ($1, 'Confirmed')", unique_email()
+        )
+        after = await reader.read(connection, before.head, 1000)
+    assert after.events
+    assert after.next == after.head > before.head
+    return before, after
+
+
+async def test_followers_needing_a_confirmation_together_share_one(database_url):
+    """One follower's confirmation is out when fifty more come with pages read later: they
+    wait for it to end and share the next one, sent after their pages were read. Two
+    statements, not fifty-one."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, statement_cache_size=0)
+    try:
+        first_page, later_page = await _two_pages(pool)
+        primary = _CountingPrimary(pool)
+        confirmation = reader.Confirmation()
+        confirmed_by: list[int] = []  # how many statements had ended when each returned
+
+        async def follower(page: reader.FeedPage) -> None:
+            await confirmation.confirm(primary, page)
+            confirmed_by.append(primary.ended)
+
+        await asyncio.gather(follower(first_page), *(follower(later_page) for _ in range(50)))
+    finally:
+        await pool.close()
+    assert primary.sent == 2
+    assert sorted(confirmed_by) == [1] + [2] * 50, "a later page returned on an earlier statement"
+    assert confirmation.confirmed == later_page.head
+
+
+async def test_a_follower_gone_while_its_confirmation_is_out_leaves_the_others_confirmed(
+    database_url,
+):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, statement_cache_size=0)
+    try:
+        first_page, later_page = await _two_pages(pool)
+        primary = _CountingPrimary(pool)
+        primary.hold_first = asyncio.Event()  # never set: the first statement never runs
+        confirmation = reader.Confirmation()
+        gone = asyncio.create_task(confirmation.confirm(primary, first_page))
+        await asyncio.sleep(0.01)
+        others = [asyncio.create_task(confirmation.confirm(primary, later_page)) for _ in range(10)]
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client went away
+        await asyncio.wait_for(asyncio.gather(*others), 10)
+    finally:
+        await pool.close()
+    assert gone.cancelled()
+    assert (primary.sent, primary.ended) == (2, 1)
+    assert confirmation.confirmed == later_page.head

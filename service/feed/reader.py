@@ -27,6 +27,7 @@ cursor are as durable as an acknowledged write.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -103,24 +104,55 @@ class Confirmation:
     """How far the feed is known to be as durable as an acknowledged write, in one process:
     a page that would hand out more (events, or a cursor beyond it) is confirmed first.
 
-    `confirm` runs `sql/events/confirm_durable.sql` on the primary after the page was read
-    (on the primary or a replica): it returns once every commit the page's snapshot saw is
-    on the synchronous standby, so everything up to the page's head is confirmed, not only
-    what the page hands out. A follower reading a backlog pays for it once; followers at
-    the end of the feed once per answer that moves them. A standby that does not answer
-    makes the page fail like a write (the statement timeout, a 503), not be handed out.
+    A confirmation (`sql/events/confirm_durable.sql`, on the primary) returns once every
+    commit that a page read before it was sent could see is on the synchronous standby, so
+    it confirms everything up to that page's head, not only what the page hands out. A
+    follower reading a backlog pays for one; followers at the end of the feed for one per
+    answer that moves them, shared: callers that need one while one is out (sent perhaps
+    before their page was read) wait for it to end, and the first of them sends the next
+    for all. One is out at a time. A standby that does not answer makes the page fail like
+    a write (the statement timeout, a 503), not be handed out.
     """
 
     def __init__(self) -> None:
         self.confirmed = START
+        self._sent = 0
+        """Confirmations sent so far: a caller shares one numbered above the count it saw
+        when it came, sent after its page was read."""
+        self._out: tuple[int, asyncio.Future[bool]] | None = None
+        """The confirmation out now: its number, and whether it succeeded once it ends."""
 
     def needed(self, after: FeedPosition, page: FeedPage) -> bool:
         """Whether handing out `page` to a follower at `after` needs a confirmation."""
         return page.next > after and page.next > self.confirmed
 
     async def confirm(self, primary: Fetcher, page: FeedPage) -> None:
-        await primary.fetch(SQL["confirm_durable"])
+        """Return once `page` (already read) is confirmed, or raise the statement's error."""
+        came_at = self._sent
+        while (out := self._out) is not None:
+            number, succeeded = out
+            # Shielded: a caller that goes away must not cancel the future the others share.
+            if await asyncio.shield(succeeded) and number > came_at:
+                self.confirmed = max(self.confirmed, page.head)
+                return
+            if page.next <= self.confirmed:
+                return  # confirmed meanwhile, up to another page's head beyond this page
+            if number > came_at:
+                break  # its sender failed or went away: this caller sends its own
+        await self._send(primary)
         self.confirmed = max(self.confirmed, page.head)
+
+    async def _send(self, primary: Fetcher) -> None:
+        self._sent += 1
+        out = self._out = (self._sent, asyncio.get_running_loop().create_future())
+        succeeded = False
+        try:
+            await primary.fetch(SQL["confirm_durable"])
+            succeeded = True
+        finally:
+            out[1].set_result(succeeded)
+            if self._out is out:
+                self._out = None
 
 
 def _event(row: Any) -> Event:
