@@ -26,6 +26,7 @@ import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -603,6 +604,19 @@ def temporary_clusters(template: Path | None = None) -> Iterator[Clusters]:
 class Replicated(NamedTuple):
     primary: Server
     standby: Server
+
+    @contextmanager
+    def standby_cut_off(self) -> Iterator[None]:
+        """The standby receives nothing from the primary while the block runs: the
+        primary's WAL sender is stopped (SIGSTOP), so a commit waiting for a synchronous
+        standby waits for certain. It goes on afterwards, if it is still there."""
+        sender = self.primary.value("SELECT pid FROM pg_stat_replication")
+        os.kill(sender, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            with suppress(ProcessLookupError):
+                os.kill(sender, signal.SIGCONT)
 
 
 def hosts_url(*servers: Server, database: str = "postgres", **parameters: str) -> str:

@@ -15,9 +15,7 @@ multi-host URL picks the writable server itself, which a pooler in front would h
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import time
 import uuid
 from collections import Counter
@@ -404,9 +402,7 @@ async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failove
             "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
             what="no transaction holding an id",
         )
-        sender = cluster.primary.value("SELECT pid FROM pg_stat_replication")
-        os.kill(sender, signal.SIGSTOP)  # the standby receives nothing from here on
-        try:
+        with cluster.standby_cut_off():
             # Three transactions take an id and roll back (an abort does not wait for the
             # synchronous standby), as a 409 or a 422 does.
             for _ in range(3):
@@ -419,9 +415,6 @@ async def test_a_cursor_taken_after_unreplicated_rollbacks_goes_on_after_failove
             if held:  # not an AssertionError: the premise, not the property, failed
                 raise RuntimeError(f"{held} transactions held the horizon at the cursor")
             await asyncio.to_thread(cluster.primary.stop, "immediate")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(sender, signal.SIGCONT)
         await asyncio.to_thread(cluster.standby.promote)
         deadline = time.monotonic() + 10
         while (
@@ -449,7 +442,7 @@ async def test_a_change_the_synchronous_standby_lacks_is_not_followed_before_a_f
     given the lost one would have two events of one version, one of them of a change that
     does not exist: it must be given neither before the standby has it.
 
-    Stopping the WAL sender (SIGSTOP) makes the standby's silence certain here.
+    Stopping the WAL sender makes the standby's silence certain here.
     """
     cluster = sync_replicated
     _migrated(cluster)
@@ -458,9 +451,7 @@ async def test_a_change_the_synchronous_standby_lacks_is_not_followed_before_a_f
         author = await create_user(client)
         post = await create_post(client, author["id"])
         _, cursor = await follow(client, await feed_cursor(client))
-        sender = cluster.primary.value("SELECT pid FROM pg_stat_replication")
-        os.kill(sender, signal.SIGSTOP)  # the standby receives nothing from here on
-        try:
+        with cluster.standby_cut_off():
             # The service's own statement timeout cuts the commit's wait short: the
             # caller gets a 503, and the change is committed on the primary alone.
             lost = await client.patch(f"/posts/{post['id']}", json={"title": "lost"})
@@ -472,9 +463,6 @@ async def test_a_change_the_synchronous_standby_lacks_is_not_followed_before_a_f
             page = await client.get("/events", params={"after": cursor})
             assert_problem(page, 503)
             await asyncio.to_thread(cluster.primary.stop, "immediate")
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(sender, signal.SIGCONT)
         await asyncio.to_thread(cluster.standby.promote)
         deadline = time.monotonic() + 10
         while (
