@@ -135,6 +135,8 @@ RULES: tuple[Rule, ...] = (
     # Helpers the ASGI layers share (header lookup): their caller's cost. The layer that
     # closes sessions wraps all of Litestar: its own frame decides nothing.
     Rule(PASS, file=r"^service/(.+/)?http\.py$"),
+    # The one timer of many deadlines (the body's, the pool's waits): its user's cost.
+    Rule(PASS, file=r"^service/(.+/)?deadlines\.py$"),
     Rule(PASS, file=OURS, function=r"^closing_sessions\b"),
     Rule(OWN, Bucket.HANDLERS, file=OURS),
     # Only when nothing else claims the sample.

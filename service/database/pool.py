@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from service.base.deadlines import Deadlines
 from service.base.metrics import (
     POOL_ACQUIRE_SECONDS,
     POOL_IDLE,
@@ -183,19 +183,18 @@ class FairGate:
     any wait, and a deadline on top (`asyncio.timeout`) arms and disarms a timer scope per
     waiting request: together a tenth more instructions a request at 32 callers on 16
     connections. Here a request with a free permit pays two integer operations; one that
-    waits pays one future. The waiters' deadlines are kept by one timer, armed for the
-    earliest (as `service.edge.limits` keeps the body deadlines): a timer per wait, armed
-    and cancelled, was most of the gate's instructions on a get at 32 callers on 10
-    connections (docs/performance.md).
+    waits pays one future. The waiters' deadlines share one timer (`Deadlines`, as the body
+    deadlines of `service.edge.limits` do): a timer per wait, armed and cancelled, was most
+    of the gate's instructions on a get at 32 callers on 10 connections
+    (docs/performance.md).
     """
 
     def __init__(self, permits: int) -> None:
         self._free = permits
         self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
-        # Looked up once: asyncio checks the process id (a system call) on every lookup.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for = math.inf
+        # Made at the first wait, with the loop looked up once: asyncio checks the process
+        # id (a system call) on every lookup.
+        self._deadlines: Deadlines | None = None
 
     async def enter(self, wait: float) -> bool:
         """Take a permit, waiting at most `wait` seconds (then TimeoutError); whether it
@@ -204,12 +203,13 @@ class FairGate:
         if self._free:
             self._free -= 1
             return False
-        loop = self._loop = self._loop or asyncio.get_running_loop()
-        turn: asyncio.Future[None] = loop.create_future()
-        deadline = loop.time() + wait
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(asyncio.get_running_loop(), self._give_up)
+        turn: asyncio.Future[None] = deadlines.loop.create_future()
+        deadline = deadlines.loop.time() + wait
         self._waiters.append((turn, deadline))
-        if deadline < self._armed_for:
-            self._arm(loop, deadline)
+        deadlines.include(deadline)
         try:
             await turn
         except asyncio.CancelledError:
@@ -227,17 +227,9 @@ class FairGate:
                 return
         self._free += 1
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._armed_for = when
-        self._timer = loop.call_at(when, self._give_up, loop)
-
-    def _give_up(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _give_up(self, now: float) -> float | None:
         """The timer's: every waiter past its deadline fails with TimeoutError and leaves
-        the queue; the timer is armed again for the earliest deadline left."""
-        self._timer, self._armed_for = None, math.inf
-        now = loop.time()
+        the queue; the earliest deadline left."""
         waiting: deque[tuple[asyncio.Future[None], float]] = deque()
         for turn, deadline in self._waiters:
             if turn.done():
@@ -247,8 +239,7 @@ class FairGate:
             else:
                 waiting.append((turn, deadline))
         self._waiters = waiting
-        if waiting:
-            self._arm(loop, min(deadline for _, deadline in waiting))
+        return min((deadline for _, deadline in waiting), default=None)
 
 
 class ServerPool:

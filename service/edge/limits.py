@@ -13,6 +13,7 @@ import asyncio
 
 from litestar.types import Receive, ReceiveMessage, Scope
 
+from service.base.deadlines import Deadlines
 from service.http.errors import Refusal, SlowBody
 
 MAX_QUERY_BYTES = 4096
@@ -25,41 +26,30 @@ class _Watchdog:
     """The body deadlines of one event loop's requests, kept by a single timer.
 
     A request waiting for its body is entered with its deadline and left when the chunk
-    arrives; the one timer is armed for the earliest deadline and, when it fires, cancels
-    the tasks whose deadline has passed (as `asyncio.timeout` would) and re-arms for the
-    next. So a request pays two dictionary operations, not a timer of its own: with
-    `asyncio.timeout_at` around each receive, the deadline cost about 31k instructions a
-    POST (`make instructions`), more than the rest of the limits.
+    arrives; the one timer (`Deadlines`) fires for the earliest deadline and cancels the
+    tasks whose deadline has passed (as `asyncio.timeout` would). So a request pays two
+    dictionary operations, not a timer of its own: with `asyncio.timeout_at` around each
+    receive, the deadline cost about 31k instructions a POST (`make instructions`), more
+    than the rest of the limits.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: dict[asyncio.Task[object], float] = {}
         self.expired: set[asyncio.Task[object]] = set()
-        self.timer: asyncio.TimerHandle | None = None
-        self.armed_for = float("inf")
+        self.deadlines = Deadlines(loop, self._cancel_late)
 
     def enter(self, task: asyncio.Task[object], deadline: float) -> None:
         self.waiting[task] = deadline
-        if deadline < self.armed_for:
-            self._arm(deadline)
+        self.deadlines.include(deadline)
 
-    def _arm(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.armed_for = when
-        self.timer = self.loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self.timer, self.armed_for = None, float("inf")
-        now = self.loop.time()
+    def _cancel_late(self, now: float) -> float | None:
         late = [task for task, deadline in self.waiting.items() if deadline <= now]
         for task in late:
             del self.waiting[task]
             self.expired.add(task)
             task.cancel()
-        if self.waiting:
-            self._arm(min(self.waiting.values()))
+        return min(self.waiting.values(), default=None)
 
 
 _watchdogs: dict[asyncio.AbstractEventLoop, _Watchdog] = {}
